@@ -1,0 +1,38 @@
+"""The contract every model family fulfils, so one trainer, one CLI and every
+sampler and metric work with all of them."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["GenerativeModel", "LossOutput"]
+
+LossOutput = tuple[Tensor, dict[str, float]]
+"""A scalar training loss and a dict of extra numbers to log (e.g. ``{"nfe": 38}``)."""
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """What the trainer, the CLI and the metrics need from a model family.
+
+    A family is a ``torch.nn.Module`` that works in the (standardised) data space
+    of dimension ``dim`` and implements:
+
+    - ``config``: the JSON-serialisable keyword arguments that rebuild it
+      through ``probpath.models.build(name, **config)``;
+    - ``loss(x)``: the training objective on a batch ``x`` of shape (batch, dim),
+      with extra numbers to log;
+    - ``sample(n)``: ``n`` samples of shape (n, dim);
+    - ``log_prob(x)``: log-density (or a lower bound of it) in nats, shape (batch,).
+    """
+
+    config: dict[str, Any]
+
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput: ...
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def log_prob(self, x: Tensor) -> Tensor: ...
