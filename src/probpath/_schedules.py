@@ -1,0 +1,240 @@
+"""Continuous noise schedules t -> (alpha, sigma, alpha', sigma') of Gaussian paths.
+
+Private module: the public names are re-exported by :mod:`probpath.paths`.
+One clock everywhere: t = 0 is data, t = 1 is noise, and
+``x_t = alpha(t) x_0 + sigma(t) eps`` with ``eps ~ N(0, I)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CondOTSchedule",
+    "ScheduleOutput",
+    "SubVPSchedule",
+    "VESchedule",
+    "VPCosineSchedule",
+    "VPSchedule",
+    "as_time",
+]
+
+
+def as_time(t: Tensor | float, *, dtype: torch.dtype | None = None) -> Tensor:
+    """Return ``t`` as a floating tensor, after checking that it lies in [0, 1].
+
+    Raises ``ValueError`` for NaN/inf or values outside [0, 1] (t = 0 is data,
+    t = 1 is noise; a DDPM index i = 1..T is the time i / T).
+    """
+    if not isinstance(t, Tensor):
+        t = torch.as_tensor(t, dtype=dtype or torch.get_default_dtype())
+    elif not t.is_floating_point():
+        t = t.to(dtype or torch.get_default_dtype())
+    if not bool(((t >= 0) & (t <= 1)).all()):
+        bad = t[~((t >= 0) & (t <= 1))].flatten()[:3].tolist()
+        raise ValueError(
+            f"t must lie in [0, 1] (0 = data, 1 = noise), got values such as {bad}; "
+            "for a DDPM index i in 1..T pass t = i / T"
+        )
+    return t
+
+
+@dataclass(frozen=True)
+class ScheduleOutput:
+    """Everything a schedule knows at time t; all fields have t's shape.
+
+    ``x_t = alpha x_0 + sigma eps``; ``d_alpha`` and ``d_sigma`` are the time
+    derivatives in closed form. The SDE of the path (Song et al. 2021, and
+    design.md) is ``dx = f x dt + g dw`` with ``f = drift_coef`` and
+    ``g^2 = diffusion_sq``.
+    """
+
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+
+    @property
+    def log_snr(self) -> Tensor:
+        """lambda(t) = log(alpha^2 / sigma^2) (+inf where sigma = 0, -inf where alpha = 0)."""
+        return 2 * (torch.log(self.alpha) - torch.log(self.sigma))
+
+    @property
+    def drift_coef(self) -> Tensor:
+        """f(t) = alpha'/alpha, so the forward SDE drift is f(t) x (inf where alpha = 0)."""
+        return self.d_alpha / self.alpha
+
+    @property
+    def diffusion_sq(self) -> Tensor:
+        """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2 (Kingma et al. 2021, eq. 8)."""
+        return 2 * self.sigma * self.d_sigma - 2 * self.drift_coef * self.sigma**2
+
+    def expand_like(self, x: Tensor) -> ScheduleOutput:
+        """Right-pad the fields with singleton dims so they broadcast against ``x``.
+
+        A time of shape (batch,) meets data of shape (batch, ...): the coefficients
+        become (batch, 1, ..., 1), the convention of flow_matching and k-diffusion.
+        """
+
+        def pad(c: Tensor) -> Tensor:
+            c = c.to(x.dtype)
+            return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim < x.ndim else c
+
+        return ScheduleOutput(
+            pad(self.alpha), pad(self.sigma), pad(self.d_alpha), pad(self.d_sigma)
+        )
+
+
+def _vp_sigma(alpha: Tensor, d_alpha: Tensor, log_alpha2: Tensor) -> tuple[Tensor, Tensor]:
+    """sigma = sqrt(1 - alpha^2) (computed as sqrt(-expm1(log alpha^2))) and its derivative."""
+    sigma = torch.sqrt(-torch.expm1(log_alpha2))
+    return sigma, -alpha * d_alpha / sigma
+
+
+@dataclass(frozen=True)
+class CondOTSchedule:
+    """Conditional optimal-transport path of flow matching (Lipman et al. 2023, eq. 20).
+
+    ``alpha(t) = 1 - t``, ``sigma(t) = sigma_min + (1 - sigma_min) t``. The paper
+    puts data at t = 1 (``mu_t = t x_1``, ``sigma_t = 1 - (1 - sigma_min) t``);
+    with our clock ``t = 1 - t_paper``. With ``sigma_min = 0`` (the default, as in
+    rectified flow) x_0 is exactly the data and x_1 exactly the noise.
+
+    >>> CondOTSchedule()(torch.tensor([0.25])).alpha
+    tensor([0.7500])
+    """
+
+    sigma_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"CondOT needs 0 <= sigma_min < 1, got {self.sigma_min}")
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        t = as_time(t)
+        one = torch.ones_like(t)
+        return ScheduleOutput(
+            alpha=1 - t,
+            sigma=self.sigma_min + (1 - self.sigma_min) * t,
+            d_alpha=-one,
+            d_sigma=(1 - self.sigma_min) * one,
+        )
+
+
+@dataclass(frozen=True)
+class VPSchedule:
+    """Variance-preserving path with linear beta(t) (Song et al. 2021, eq. 11 and 33).
+
+    ``beta(t) = beta_min + t (beta_max - beta_min)``, ``alpha(t) = exp(-B(t)/2)``
+    with ``B(t) = int_0^t beta = beta_min t + t^2 (beta_max - beta_min) / 2``, and
+    ``sigma = sqrt(1 - alpha^2)``. The defaults (0.1, 20) are the T -> inf limit of
+    DDPM's ``linear_betas(1000)`` (beta_i from 1e-4 to 0.02, beta(t) ~ T beta_i).
+    ``d_sigma`` is +inf at t = 0, where sigma ~ sqrt(beta_min t).
+
+    >>> s = VPSchedule()(torch.tensor([0.5]))
+    >>> torch.allclose(s.alpha**2 + s.sigma**2, torch.ones(1))
+    True
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.beta_min <= self.beta_max:
+            raise ValueError(
+                f"VP needs 0 < beta_min <= beta_max, got ({self.beta_min}, {self.beta_max})"
+            )
+
+    def beta(self, t: Tensor) -> Tensor:
+        """beta(t) = beta_min + t (beta_max - beta_min)."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _alpha(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        log_alpha2 = -(self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min))
+        alpha = torch.exp(0.5 * log_alpha2)
+        return alpha, -0.5 * self.beta(t) * alpha, log_alpha2
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        alpha, d_alpha, log_alpha2 = self._alpha(as_time(t))
+        sigma, d_sigma = _vp_sigma(alpha, d_alpha, log_alpha2)
+        return ScheduleOutput(alpha, sigma, d_alpha, d_sigma)
+
+
+@dataclass(frozen=True)
+class SubVPSchedule(VPSchedule):
+    """sub-VP path (Song et al. 2021, eq. 34): alpha as VP, ``sigma = 1 - alpha^2``.
+
+    Its variance ``sigma^2`` stays below the VP one; ``sigma' = beta(t) alpha^2``.
+
+    >>> SubVPSchedule()(torch.tensor([0.0])).sigma
+    tensor([0.])
+    """
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        alpha, d_alpha, log_alpha2 = self._alpha(as_time(t))
+        return ScheduleOutput(alpha, -torch.expm1(log_alpha2), d_alpha, -2 * alpha * d_alpha)
+
+
+@dataclass(frozen=True)
+class VPCosineSchedule:
+    """Cosine VP path (Nichol & Dhariwal 2021, eq. 17) in continuous time.
+
+    ``alpha_bar(t) = f(t) / f(0)``, ``f(t) = cos^2((t + s)/(1 + s) pi/2)``,
+    ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha^2)``. Clipping
+    convention: none in continuous time, so alpha(1) = 0 exactly and the path ends
+    at N(0, I) (log-SNR and alpha'/alpha are infinite there: samplers start at
+    t = 1 - eps). The paper's clipping of beta_i at 0.999 belongs to the discrete
+    chain, :func:`probpath.paths.cosine_betas`.
+
+    >>> VPCosineSchedule()(torch.tensor([0.0, 1.0])).alpha
+    tensor([1., 0.])
+    """
+
+    s: float = 0.008
+
+    def __post_init__(self) -> None:
+        if not self.s > 0:
+            raise ValueError(f"the cosine offset s must be > 0, got {self.s}")
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        t = as_time(t)
+        c = math.pi / (2 * (1 + self.s))
+        cos0 = math.cos(self.s * c)
+        # cos((t + s) c) written as sin((1 - t) c), so that alpha(1) = 0 exactly
+        alpha = torch.sin((1 - t) * c) / cos0
+        d_alpha = -torch.cos((1 - t) * c) * c / cos0
+        sigma = torch.sqrt((1 - alpha**2).clamp(min=0.0))
+        return ScheduleOutput(alpha, sigma, d_alpha, -alpha * d_alpha / sigma)
+
+
+@dataclass(frozen=True)
+class VESchedule:
+    """Variance-exploding geometric path of NCSN (Song & Ermon 2019; Song et al. 2021).
+
+    ``alpha = 1``, ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, so
+    ``sigma' = sigma log(sigma_max / sigma_min)``. At t = 0 the law is the data
+    blurred by sigma_min, as in the paper. NCSN's discrete levels are
+    :func:`probpath.paths.ve_sigmas`.
+
+    >>> VESchedule(0.01, 50.0)(torch.tensor([0.0, 1.0])).sigma
+    tensor([1.0000e-02, 5.0000e+01])
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ValueError(
+                f"VE needs 0 < sigma_min < sigma_max, got ({self.sigma_min}, {self.sigma_max})"
+            )
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        t = as_time(t)
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        sigma = self.sigma_min * torch.exp(t * log_ratio)
+        return ScheduleOutput(torch.ones_like(t), sigma, torch.zeros_like(t), sigma * log_ratio)

@@ -1,0 +1,33 @@
+"""Model families behind one contract (:class:`GenerativeModel`) and one registry.
+
+Example:
+    >>> model = build("cnf", dim=2, hidden=[16, 16])
+    >>> isinstance(model, GenerativeModel)
+    True
+    >>> build("cnf", **model.config).config == model.config
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from probpath.models.base import GenerativeModel, LossOutput
+from probpath.models.cnf import CNF
+
+__all__ = ["CNF", "MODELS", "GenerativeModel", "LossOutput", "build"]
+
+MODELS: dict[str, type[nn.Module]] = {"cnf": CNF}
+"""Registry name -> model class; ``build(name, **config)`` constructs one."""
+
+
+def build(name: str, **config: Any) -> nn.Module:
+    """Construct the model family ``name`` from its JSON config (``model.config``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](**config)
+    except TypeError as err:
+        raise TypeError(f"bad config for model {name!r}: {err}") from err

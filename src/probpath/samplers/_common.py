@@ -1,0 +1,72 @@
+"""Helpers shared by the samplers: input checks, noise, and calling the model.
+
+Every sampler has the leading signature ``(model, x, ts, *, generator=None,
+callback=None)``, calls ``model(x, t)`` with ``t`` of shape ``(batch,)`` and returns the
+samples and the number of function evaluations (NFE). None of them switches gradients off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Model = Callable[[Tensor, Tensor], Tensor]
+"""``model(x, t) -> tensor``, with ``x`` of shape ``(batch, ...)`` and ``t`` of shape (batch,)."""
+
+Callback = Callable[[int, Tensor], None]
+"""``callback(step, x)``: called after every step with the step index and the new state."""
+
+
+def check_state(x: Tensor) -> None:
+    """Raise if ``x`` is not a floating tensor with a non-empty batch dimension."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}.")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a non-empty leading batch dimension, got {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}.")
+
+
+def as_grid(ts: Tensor, x: Tensor, name: str = "ts") -> Tensor:
+    """``ts`` as a non-empty finite 1-D tensor with the dtype and device of ``x``."""
+    if not isinstance(ts, Tensor) or ts.dim() != 1 or ts.numel() == 0:
+        got = tuple(ts.shape) if isinstance(ts, Tensor) else type(ts).__name__
+        raise ValueError(f"{name} must be a non-empty 1-D tensor, got {got}.")
+    if not bool(torch.isfinite(ts).all()):
+        raise ValueError(f"{name} must be finite, got {ts.tolist()}.")
+    return ts.to(dtype=x.dtype, device=x.device)
+
+
+def per_step(value: float | Tensor, n: int, x: Tensor, name: str) -> Tensor:
+    """A positive finite scalar or a 1-D tensor of length ``n`` as a tensor of shape (n,)."""
+    v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if v.dim() == 0:
+        v = v.expand(n)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must be a number or a 1-D tensor of length {n}, got {v.shape}.")
+    if not bool((v > 0).all()) or not bool(torch.isfinite(v).all()):
+        raise ValueError(f"{name} must be positive and finite, got {v.tolist()}.")
+    return v
+
+
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn from ``generator``."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
+    """``model(x, t)`` with the scalar ``t`` broadcast to shape (batch,); output shaped like x."""
+    out = model(x, t.expand(x.shape[0]))
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {shape}."
+        )
+    return out
+
+
+def sqnorm(v: Tensor) -> Tensor:
+    """Squared Euclidean norm of each batch element, shape (batch,)."""
+    return v.reshape(v.shape[0], -1).pow(2).sum(1)

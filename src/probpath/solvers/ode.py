@@ -1,0 +1,260 @@
+"""ODE solvers: :func:`odeint`, a drop-in for ``torchdiffeq.odeint``.
+
+Explicit Runge–Kutta methods given as Butcher tableaux (``_tableaus.py``) and run by
+one generic step. Fixed-grid methods (euler, midpoint, heun, rk4) never synchronise
+with the device; adaptive methods (bosh3, dopri5) read the error norm on the host once
+per step to choose the next step size. Source: Hairer, Nørsett & Wanner, *Solving
+Ordinary Differential Equations I* (2nd ed.), Ch. II.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._checks import Layout, State, check_method, check_options, check_t, check_tolerances
+from ._norms import make_norm
+from ._rk import Func, SolverError, SolverStats, combine, rk_stages, solve_fixed
+from ._tableaus import ButcherTableau
+
+__all__ = ["SolverError", "SolverStats", "odeint"]
+
+MAX_NUM_STEPS = 100_000
+"""Default ``options['max_num_steps']``: finite, so a stiff or singular problem fails
+with a message instead of hanging."""
+
+_KI, _KP = 1.0, 0.2
+"""PI controller gains in units of 1/k (k = ``error_order``): the integral gain 1/k is
+the classical controller (and torchdiffeq's); the small proportional gain damps step
+size oscillation (Söderlind 2002; Hairer & Wanner II, Sec. IV.2)."""
+
+
+def _initial_step(
+    f: Func,
+    y0: Tensor,
+    k0: Tensor,
+    t0: float,
+    direction: float,
+    span: float,
+    tab: ButcherTableau,
+    rtol: float,
+    atol: float,
+    norm: Callable[[Tensor], float],
+    tt: Callable[[float], Tensor],
+) -> float:
+    """Hairer, Nørsett & Wanner (1993), Sec. II.4, "Starting step size" (algorithm
+    HINIT): ``h0 = 0.01 ||y0|| / ||f0||``, refined by one Euler step so that
+    ``h^k max(||f0||, ||f'||) = 0.01``. Costs one evaluation of ``func``."""
+    with torch.no_grad():
+        scale = y0.abs().mul_(rtol).add_(atol)
+        d0, d1 = norm(y0 / scale), norm(k0 / scale)
+        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(h0, span)  # never evaluate func outside the span of t
+        y1 = torch.add(y0, k0, alpha=direction * h0)
+    k1 = f(tt(t0 + direction * h0), y1)
+    with torch.no_grad():
+        d2 = norm((k1 - k0) / scale) / h0
+    dmax = max(d1, d2)
+    if not math.isfinite(dmax):
+        h1 = h0
+    elif dmax <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / dmax) ** (1.0 / tab.error_order)
+    return min(100 * h0, h1)
+
+
+def _solve_adaptive(
+    f: Func,
+    tab: ButcherTableau,
+    y0: Tensor,
+    k0: Tensor,
+    ts: list[float],
+    rtol: float,
+    atol: float,
+    opts: dict[str, Any],
+    stats: SolverStats | None,
+    layout: Layout,
+) -> State:
+    dtype, device = layout.dtype, layout.device
+
+    def tt(t: float) -> Tensor:
+        return torch.scalar_tensor(t, dtype=dtype, device=device)
+
+    norm = make_norm(opts.get("norm", "rms"), layout)
+    max_steps = opts.get("max_num_steps", MAX_NUM_STEPS)
+    safety = float(opts.get("safety", 0.9))
+    ifactor, dfactor = float(opts.get("ifactor", 10.0)), float(opts.get("dfactor", 0.2))
+    k_exp = tab.error_order
+    alpha, beta = (_KI + _KP) / k_exp, _KP / k_exp
+    a_terms, e_terms, c, dense = tab.a_terms, tab.e_terms, tab.c, tab.dense
+    assert dense is not None and tab.fsal
+
+    t0, t_end = ts[0], ts[-1]
+    direction = 1.0 if t_end > t0 else -1.0
+    y = y0
+    nfe = 1
+    if opts.get("first_step") is not None:
+        h = float(opts["first_step"])
+    else:
+        span = abs(t_end - t0)
+        h = _initial_step(f, y0, k0, t0, direction, span, tab, rtol, atol, norm, tt)
+        nfe += 1
+    with torch.no_grad():
+        ay = y.abs()
+    t, prev_err, n_acc, n_rej, i_out, outs = t0, 1.0, 0, 0, 1, [y0]
+    eps, nonfinite = torch.finfo(dtype).eps, False
+    try:
+        while i_out < len(ts):
+            if n_acc + n_rej >= max_steps:
+                raise SolverError(
+                    f"reached max_num_steps={max_steps} at t={t:g} before t={t_end:g}; the "
+                    "problem may be stiff or the tolerances too tight: loosen rtol/atol, or "
+                    "raise options['max_num_steps']"
+                )
+            dt = direction * h
+            last = (t + dt - t_end) * direction >= 0
+            if last:
+                dt = t_end - t
+            if abs(dt) <= 4 * eps * max(abs(t), abs(t_end), 1e-300):
+                if nonfinite:
+                    raise SolverError(
+                        f"func(t, y) is not finite (nan or inf) just after t={t:g}, however small "
+                        "the step; check func (and its inputs) there"
+                    )
+                raise SolverError(
+                    f"step size underflow at t={t:g} (step {abs(dt):.3g}): the solution may "
+                    "blow up near this time, or the problem is stiff; check func there, "
+                    "loosen rtol/atol, or use a fixed-grid method"
+                )
+            t_new = t_end if last else t + dt
+            times = [tt(t + ci * dt) for ci in c[1:]]
+            ks, y_new = rk_stages(f, a_terms, times, y, k0, dt)
+            nfe += len(a_terms)
+            with torch.no_grad():
+                # r = err / (atol + rtol m) = (err / rtol) / (m + atol / rtol): two ops fewer
+                err = torch.mul(ks[e_terms[0][0]], e_terms[0][1] * dt / rtol)
+                err = combine(err, ks, e_terms[1:], dt / rtol)
+                ay_new = y_new.abs()
+                err_norm = norm(err.div_(torch.maximum(ay, ay_new).add_(atol / rtol)))
+            if not math.isfinite(err_norm):
+                if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(k0).all())):
+                    raise SolverError(
+                        f"the state or func(t, y) is not finite (nan or inf) at t={t:g}; "
+                        "func may blow up there"
+                    )
+                n_rej += 1
+                h, nonfinite = abs(dt) * dfactor, True
+                continue
+            nonfinite = False
+            if err_norm <= 1.0:
+                while i_out < len(ts) and (ts[i_out] - t_new) * direction < 0:
+                    w = dense((ts[i_out] - t) / dt)
+                    outs.append(combine(y, ks, [(j, x) for j, x in enumerate(w) if x != 0.0], dt))
+                    i_out += 1
+                if i_out < len(ts) and ts[i_out] == t_new:
+                    outs.append(y_new)
+                    i_out += 1
+                t, y, k0, ay = t_new, y_new, ks[-1], ay_new
+                n_acc += 1
+                factor = ifactor if err_norm == 0 else safety * err_norm**-alpha * prev_err**beta
+                factor = min(ifactor, max(1.0, factor))
+                prev_err = max(err_norm, 1e-4)
+            else:
+                n_rej += 1
+                factor = max(dfactor, safety * err_norm ** (-1.0 / k_exp))
+            h = abs(dt) * factor
+    finally:  # also counts the work of a failed solve
+        if stats is not None:
+            stats.nfe += nfe
+            stats.n_accepted += n_acc
+            stats.n_rejected += n_rej
+    return layout.stack(outs)
+
+
+def odeint(
+    func: Callable[[Tensor, Any], Any],
+    y0: State,
+    t: Tensor,
+    *,
+    method: str = "dopri5",
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+    options: Mapping[str, Any] | None = None,
+    stats: SolverStats | None = None,
+) -> State:
+    r"""Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``, returning ``y`` at every ``t``.
+
+    The call and semantics of ``torchdiffeq.odeint``: switch by changing the import.
+    An explicit Runge–Kutta step with tableau ``(a, b, c)`` is
+
+    .. math:: k_i = f(t + c_i h,\ y + h \sum_{j<i} a_{ij} k_j), \qquad
+              y_{n+1} = y_n + h \sum_i b_i k_i.
+
+    Adaptive methods also form ``err = h sum_i (b_i - b̂_i) k_i`` from an embedded
+    lower-order solution, accept a step when ``norm(r) <= 1`` with the scaled error
+    ``r = err / (atol + rtol * max(|y_n|, |y_{n+1}|))`` and set the next step with a PI
+    controller ``h * safety * ||r_n||^(-1.2/k) * ||r_{n-1}||^(0.2/k)`` (Hairer, Nørsett
+    & Wanner, *Solving ODEs I*, Sec. II.4; II: IV.2). The first step follows Hairer's
+    HINIT; outputs between steps come from dense output (dopri5's continuous extension
+    of order 4, a cubic Hermite for bosh3), and the last step is clipped to ``t[-1]``,
+    so ``func`` is never called outside the span of ``t``.
+
+    Args:
+        func: ``func(t, y)``, ``t`` a 0-dim tensor of ``y``'s dtype and device, ``y``
+            shaped like ``y0``; returns ``dy/dt`` with the same structure, shape, dtype.
+        y0: initial state, a tensor (any shape, e.g. ``(batch, ...)``) or a tuple of
+            tensors of one floating dtype and device.
+        t: 1-D tensor of output times, strictly increasing or decreasing.
+        method: ``"dopri5"`` (Dormand–Prince 5(4)) or ``"bosh3"`` (Bogacki–Shampine
+            3(2)), adaptive; ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` (3/8
+            rule), fixed grid.
+        rtol, atol: relative and absolute tolerance (> 0) of the adaptive methods.
+        options: adaptive — ``first_step`` (initial step size), ``max_num_steps``
+            (default 100_000; accepted plus rejected steps), ``safety`` (0.9),
+            ``ifactor`` (10), ``dfactor`` (0.2) and ``norm``: ``"rms"`` (default, as
+            torchdiffeq: for a tuple state, the largest RMS over its parts), ``"max"``,
+            ``"per_sample"`` (max over the batch, i.e. the first dimension, of each
+            sample's RMS: a step is accepted only if every sample meets the tolerance),
+            or a callable that receives the scaled error ``r`` in the structure of
+            ``y0`` (a tuple of tensors for a tuple state) and returns a 0-dim tensor
+            (a seminorm may ignore parts; see :func:`rms_norm`). Fixed grid —
+            ``step_size`` (each interval of ``t`` is cut into equal steps no larger)
+            or ``grid_points`` (step points; ``t`` is merged in); neither: step on
+            ``t``. ``check_finite`` (default True): one check after the loop.
+        stats: a :class:`SolverStats` whose counters the solve adds to.
+
+    Returns:
+        ``y`` at every time, shape ``(len(t), *y0.shape)``; a tuple of such for a tuple.
+
+    Raises:
+        SolverError: step-size underflow, ``max_num_steps`` reached, non-finite state.
+
+    Example:
+        >>> import torch
+        >>> y = odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]))
+        >>> torch.allclose(y[-1], torch.full((2,), torch.e**-1.0), atol=1e-6)
+        True
+    """
+    if not callable(func):
+        raise TypeError(f"func must be callable as func(t, y), got {type(func).__name__}")
+    tab = check_method(method)
+    rtol, atol = check_tolerances(rtol, atol)
+    opts = check_options(tab, options)
+    ts = check_t(t)
+    layout = Layout.of(y0)
+    if isinstance(t, Tensor) and t.device != layout.device and t.device.type != "cpu":
+        raise ValueError(f"t is on {t.device} but y0 on {layout.device}; move them together")
+    flat = layout.flatten(y0)
+    if len(ts) == 1:
+        return layout.stack([flat])
+    out0 = func(torch.scalar_tensor(ts[0], dtype=layout.dtype, device=layout.device), y0)
+    layout.check_output(out0)  # once, not per step
+    f, k0 = layout.wrap(func), layout.flatten(out0)
+    if tab.error_order:
+        return _solve_adaptive(f, tab, flat, k0, ts, rtol, atol, opts, stats, layout)
+    return solve_fixed(f, tab, flat, k0, ts, opts, stats, layout)

@@ -1,0 +1,121 @@
+"""The training configuration and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["TrainConfig", "lr_factor"]
+
+_OPTIMIZERS = ("adam", "adamw")
+_SCHEDULES = ("constant", "cosine")
+# Fields that may change when a run is resumed without changing its mathematics.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: one optimiser, one schedule, one set of seeds, for every family.
+
+    Attributes:
+        steps: total number of optimiser steps (a resumed run continues up to it).
+        batch_size: the global mini-batch (split evenly across processes under torchrun).
+        lr: peak learning rate.
+        optimizer: ``"adam"`` (L2 weight decay) or ``"adamw"`` (decoupled decay).
+        weight_decay: weight-decay coefficient.
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at ``steps``).
+        grad_clip: clip the global gradient 2-norm to this value; ``0`` disables clipping.
+        ema_decay: decay of the weight EMA; ``0`` disables it.
+        eval_every: evaluate on held-out data every so many steps (``0``: only at the end).
+        log_every: write a line to ``metrics.jsonl`` every so many steps.
+        checkpoint_every: write a checkpoint every so many steps (and always at the end).
+        keep_checkpoints: how many of the newest checkpoints to keep.
+        seed: seeds the global torch RNG, the data order and the loss's generator.
+
+    Example:
+        >>> TrainConfig(steps=100, schedule="cosine").lr
+        0.001
+        >>> TrainConfig(schedule="linear")
+        Traceback (most recent call last):
+        ...
+        ValueError: schedule must be one of ('constant', 'cosine'), got 'linear'
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    eval_every: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("warmup_steps", "eval_every", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(
+                f"ema_decay must lie in [0, 1) (0 disables it), got {self.ema_decay!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict, refusing unknown keys with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(
+                f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        return cls(**d)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    r"""Multiplier of ``config.lr`` at optimiser step ``step`` (1-based).
+
+    Linear warm-up :math:`\min(1, k / k_w)`, then either constant or the cosine decay
+    :math:`\tfrac12\,(1 + \cos(\pi\,(k - k_w) / (K - k_w)))` of Loshchilov & Hutter
+    (2017, "SGDR"), reaching 0 at the last step :math:`K`.
+
+    Example:
+        >>> c = TrainConfig(steps=10, warmup_steps=2, schedule="cosine")
+        >>> [round(lr_factor(k, c), 3) for k in (1, 2, 6, 10)]
+        [0.5, 1.0, 0.5, 0.0]
+    """
+    if config.warmup_steps and step < config.warmup_steps:
+        return step / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    span = max(config.steps - config.warmup_steps, 1)
+    progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,147 @@
+"""Multi-process (``torchrun``) support: process group, DDP adapter and data sharding.
+
+Under ``torchrun`` the environment holds ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT``. :func:`setup` reads them, initialises the process
+group (``nccl`` on CUDA, ``gloo`` on CPU) and tells the trainer which rank it is.
+
+DistributedDataParallel averages gradients through hooks armed by the *wrapped
+module's forward*; the model contract's ``loss`` is a method, so calling it directly
+would silently skip the synchronisation. :class:`LossModule` is the adapter whose
+``forward`` is ``model.loss``; the trainer wraps that in DDP.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+
+__all__ = ["DistInfo", "LossModule", "batch_indices", "setup", "teardown"]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, its device, and whether
+    :func:`setup` created the process group (and so must destroy it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that logs and writes checkpoints (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process takes part."""
+        return self.world_size > 1
+
+
+def setup(device: torch.device | None = None) -> DistInfo:
+    """Initialise the process group if ``torchrun``'s variables are set, else do nothing.
+
+    ``device`` is the device the model lives on; on CUDA each process uses
+    ``cuda:LOCAL_RANK``.
+
+    Example:
+        >>> setup().world_size  # a plain single process
+        1
+    """
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        return DistInfo(rank, world, local, _device(device, local), owns_group=False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "RANK" not in os.environ or world <= 1:
+        return DistInfo(device=device)
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    rank = int(os.environ["RANK"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    dev = _device(device, local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, dev, owns_group=True)
+
+
+def _device(device: torch.device | None, local_rank: int) -> torch.device:
+    if device is not None and device.type == "cuda":
+        return torch.device("cuda", local_rank)
+    return device if device is not None else torch.device("cpu")
+
+
+def teardown(info: DistInfo) -> None:
+    """Destroy the process group if :func:`setup` created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class LossModule(nn.Module):
+    """``forward(x, generator)`` calls ``model.loss``: the thing to wrap in DDP.
+
+    Example:
+        >>> class M(torch.nn.Module):
+        ...     def loss(self, x, *, generator=None):
+        ...         return x.pow(2).mean(), {}
+        >>> LossModule(M())(torch.ones(3, 2))[0]
+        tensor(1.)
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        return self.model.loss(x, generator=generator)  # type: ignore[operator]
+
+
+def batch_indices(
+    n: int, batch_size: int, info: DistInfo, *, seed: int, start_step: int = 0
+) -> Iterator[Tensor]:
+    """Endless stream of this rank's mini-batches of row indices, from ``start_step`` on.
+
+    Each epoch is a fresh permutation drawn by a :class:`DistributedSampler` (seeded with
+    ``seed + epoch``); rank ``r`` takes every ``world_size``-th index. The stream
+    concatenates epochs and is cut into batches of ``batch_size // world_size``, so
+    step ``k`` uses the same rows across all ranks together as a single process with
+    ``batch_size`` would (exactly so when ``n`` is divisible by ``world_size``), and the
+    order is a pure function of ``(seed, step)``: resuming needs no extra state.
+
+    Example:
+        >>> it = batch_indices(4, 2, DistInfo(), seed=0)
+        >>> sorted(torch.cat([next(it), next(it)]).tolist())
+        [0, 1, 2, 3]
+    """
+    if batch_size % info.world_size:
+        raise ValueError(
+            f"batch_size {batch_size} must be divisible by the number of processes "
+            f"{info.world_size} (it is the global batch, split evenly across ranks)"
+        )
+    local = batch_size // info.world_size
+    sampler: DistributedSampler[int] = DistributedSampler(
+        cast(Any, range(n)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
+    )
+    per_epoch = len(sampler)
+    pos = start_step * local
+    epoch, offset = divmod(pos, per_epoch)
+    buf: list[int] = []
+    while True:
+        while len(buf) < local:
+            sampler.set_epoch(epoch)
+            buf.extend(list(sampler)[offset:])
+            epoch, offset = epoch + 1, 0
+        yield torch.tensor(buf[:local], dtype=torch.long)
+        buf = buf[local:]

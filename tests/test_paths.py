@@ -1,0 +1,221 @@
+"""Gaussian paths and schedules against closed forms, autograd and simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from probpath._schedules import ScheduleOutput
+from probpath.paths import (
+    CondOTSchedule,
+    DiscreteSchedule,
+    GaussianPath,
+    SubVPSchedule,
+    VESchedule,
+    VPCosineSchedule,
+    VPSchedule,
+    cosine_betas,
+    linear_betas,
+    ve_sigmas,
+)
+
+F64 = torch.float64
+CONTINUOUS = [
+    CondOTSchedule(),
+    CondOTSchedule(sigma_min=0.01),
+    VPSchedule(),
+    VPSchedule(0.5, 5.0),
+    SubVPSchedule(),
+    VPCosineSchedule(),
+    VESchedule(0.01, 50.0),
+]
+
+
+@pytest.mark.parametrize("schedule", CONTINUOUS, ids=repr)
+def test_derivatives_match_autograd(schedule):
+    # closed-form d_alpha, d_sigma equal the autograd derivative to float64 rounding
+    t = torch.linspace(0.02, 0.98, 25, dtype=F64, requires_grad=True)
+    s = schedule(t)
+    (da,) = torch.autograd.grad((s.alpha + 0 * t).sum(), t, retain_graph=True)
+    (ds,) = torch.autograd.grad(s.sigma.sum(), t)
+    torch.testing.assert_close(s.d_alpha, da, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(s.d_sigma, ds, rtol=1e-10, atol=1e-12)
+
+
+def test_closed_forms_and_endpoints():
+    t = torch.linspace(0, 1, 11, dtype=F64)
+    vp, sub, ve, cos = VPSchedule()(t), SubVPSchedule()(t), VESchedule(0.01, 50.0)(t), None
+    big_b = 0.1 * t + 0.5 * t**2 * 19.9  # int_0^t beta
+    torch.testing.assert_close(vp.alpha, torch.exp(-0.5 * big_b))
+    torch.testing.assert_close(vp.alpha**2 + vp.sigma**2, torch.ones_like(t))
+    torch.testing.assert_close(sub.sigma, 1 - vp.alpha**2)
+    torch.testing.assert_close(ve.sigma, 0.01 * 5000.0**t)
+    cos = VPCosineSchedule()(t)
+    f = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    torch.testing.assert_close(cos.alpha**2, f / f[0])
+    assert cos.alpha[-1] == 0 and cos.sigma[-1] == 1
+    ot = CondOTSchedule(0.01)(t)
+    torch.testing.assert_close(ot.alpha, 1 - t)
+    torch.testing.assert_close(ot.sigma, 0.01 + 0.99 * t)
+    # SDE coefficients of Song et al. 2021 (eq. 11, 31, 34): g^2 = beta, d sigma^2/dt, ...
+    inner = t[1:-1]
+    beta = 0.1 + inner * 19.9
+    vp_in, sub_in = VPSchedule()(inner), SubVPSchedule()(inner)
+    torch.testing.assert_close(vp_in.drift_coef, -0.5 * beta)
+    torch.testing.assert_close(vp_in.diffusion_sq, beta)
+    big_b = 0.1 * inner + 0.5 * inner**2 * 19.9
+    torch.testing.assert_close(sub_in.diffusion_sq, beta * (1 - torch.exp(-2 * big_b)))
+    ve_in = VESchedule(0.01, 50.0)(inner)
+    torch.testing.assert_close(ve_in.diffusion_sq, 2 * ve_in.sigma**2 * math.log(5000.0))
+    torch.testing.assert_close(vp_in.log_snr, torch.log(vp_in.alpha**2 / vp_in.sigma**2))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_time_outside_unit_interval_is_rejected(bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        VPSchedule()(torch.tensor([0.5, bad]))
+
+
+def test_invalid_schedule_parameters():
+    for make in (
+        lambda: VPSchedule(-1.0, 20.0),
+        lambda: VESchedule(1.0, 0.5),
+        lambda: CondOTSchedule(1.0),
+        lambda: VPCosineSchedule(0.0),
+        lambda: DiscreteSchedule(torch.tensor([0.1, 1.0])),
+        lambda: DiscreteSchedule(torch.zeros(0)),
+        lambda: linear_betas(0),
+    ):
+        with pytest.raises(ValueError):
+            make()
+
+
+def test_chain_marginal_by_simulating_markov_chain():
+    # x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) eps from x_0 = 2 for N chains; the
+    # sample mean has s.e. sqrt(v/N), the sample variance s.e. v sqrt(2/(N-1)): 5 s.e.
+    # (numpy for the simulation: an independent, single-threaded implementation)
+    chain = DiscreteSchedule(linear_betas(50, 1e-3, 0.2))
+    n, x0 = 40_000, 2.0
+    rng = np.random.default_rng(0)
+    x = np.full(n, x0)
+    for i in range(1, chain.T + 1):
+        beta = float(chain.betas[i - 1])
+        x = math.sqrt(1 - beta) * x + math.sqrt(beta) * rng.standard_normal(n)
+        if i in (1, 10, 50):
+            coef, var = (float(c) for c in chain.marginal(i))
+            assert abs(x.mean() - coef * x0) < 5 * math.sqrt(var / n)
+            assert abs(x.var(ddof=1) - var) < 5 * var * math.sqrt(2 / (n - 1))
+
+
+@pytest.mark.parametrize("i", [1, 2, 7, 20])
+def test_chain_posterior_against_bayes_rule(i):
+    # q(x_{i-1} | x_i, x_0) ∝ q(x_i | x_{i-1}) q(x_{i-1} | x_0), integrated on a fine grid
+    # (Gaussian integrand, trapezoid rule: error far below 1e-8), and by conditioning the
+    # joint Gaussian of (x_{i-1}, x_i) given x_0.
+    chain = DiscreteSchedule(cosine_betas(20))
+    x0, xi = torch.tensor(0.7, dtype=F64), torch.tensor(-0.4, dtype=F64)
+    mean, var = chain.posterior(i, xi[None], x0[None])
+    beta, abar_prev = chain.betas[i - 1], chain.alphas_cumprod_prev[i - 1]
+    m1, v1 = abar_prev.sqrt() * x0, 1 - abar_prev
+    cov12, v2 = (1 - beta).sqrt() * v1, (1 - beta) * v1 + beta
+    torch.testing.assert_close(mean[0], m1 + cov12 / v2 * (xi - (1 - beta).sqrt() * m1))
+    torch.testing.assert_close(var, v1 - cov12**2 / v2)
+    if i > 1:  # for i = 1 the posterior is a point mass at x_0 (beta~_1 = 0)
+        sd = var.sqrt()
+        grid = torch.linspace(float(mean - 12 * sd), float(mean + 12 * sd), 20001, dtype=F64)
+        log_q = -0.5 * (grid - m1) ** 2 / v1 - 0.5 * (xi - (1 - beta).sqrt() * grid) ** 2 / beta
+        w = torch.exp(log_q - log_q.max())
+        w = w / torch.trapezoid(w, grid)
+        num_mean = torch.trapezoid(w * grid, grid)
+        torch.testing.assert_close(mean[0], num_mean, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(var, torch.trapezoid(w * (grid - num_mean) ** 2, grid))
+    else:
+        assert var == 0 and torch.allclose(mean, x0[None])
+
+
+def test_discrete_chain_as_continuous_schedule():
+    chain = DiscreteSchedule(linear_betas(100))
+    i = torch.arange(0, 101)
+    s = chain(i.to(F64) / 100)
+    abar = torch.cat([torch.ones(1, dtype=F64), chain.alphas_cumprod])
+    torch.testing.assert_close(s.alpha, abar.sqrt())
+    torch.testing.assert_close(s.sigma, (1 - abar).sqrt())
+    # inside a segment log(abar) is linear, so central differences are exact up to rounding
+    t, h = torch.tensor([0.123, 0.555, 0.901], dtype=F64), 1e-6
+    fd = (chain(t + h).alpha - chain(t - h).alpha) / (2 * h)
+    torch.testing.assert_close(chain(t).d_alpha, fd, rtol=1e-6, atol=1e-9)
+    # float32 times i/T land on grid point i (not a hair into segment i + 1)
+    t32 = i[1:].float() / 100
+    torch.testing.assert_close(chain(t32).d_alpha, s.d_alpha[1:].float())
+
+
+def test_discrete_chain_converges_to_vp_sde():
+    # beta_i = beta(t_i) / T; log abar differs from -int beta by O(1/T) (Riemann sum and
+    # log(1 - beta) = -beta + O(beta^2)), so the error in alpha shrinks 4x when T grows 4x.
+    t = torch.linspace(0, 1, 201, dtype=F64)
+    vp = VPSchedule(0.1, 20.0)(t).alpha
+    errs = []
+    for T in (250, 1000, 4000):
+        chain = DiscreteSchedule(linear_betas(T, 0.1 / T, 20.0 / T))
+        errs.append(float((chain(t).alpha - vp).abs().max()))
+    assert errs[1] < 5e-3
+    assert 3.0 < errs[0] / errs[1] < 5.0 and 3.0 < errs[1] / errs[2] < 5.0
+
+
+def test_beta_helpers():
+    betas = linear_betas(1000)
+    assert betas[0] == 1e-4 and abs(betas[-1] - 0.02) < 1e-15 and betas.dtype == F64
+    T = 50
+    chain = DiscreteSchedule(cosine_betas(T))
+    t = torch.arange(1, T, dtype=F64) / T  # the last beta is clipped at 0.999
+    f = (
+        torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        / math.cos(0.008 / 1.008 * math.pi / 2) ** 2
+    )
+    torch.testing.assert_close(chain.alphas_cumprod[:-1], f)
+    assert chain.betas[-1] == 0.999
+    sig = ve_sigmas(0.01, 1.0, 10)
+    torch.testing.assert_close(sig[1:] / sig[:-1], torch.full((9,), 0.01 ** (1 / 9), dtype=F64))
+    levels = VESchedule(0.01, 1.0)((9 - torch.arange(10, dtype=F64)) / 9).sigma
+    torch.testing.assert_close(sig, levels)
+
+
+@pytest.mark.parametrize("schedule", [*CONTINUOUS, DiscreteSchedule(linear_betas(1000))], ids=repr)
+def test_path_sample_and_conditional_velocity(schedule):
+    path = GaussianPath(schedule)
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(5, 3, generator=gen, dtype=F64)
+    t = torch.tensor([0.1234, 0.3456, 0.5678, 0.7891, 0.9123], dtype=F64)  # off DDPM's grid
+    x_t, eps = path.sample(x0, t, generator=gen)
+    s = schedule(t)
+    torch.testing.assert_close(x_t, s.alpha[:, None] * x0 + s.sigma[:, None] * eps)
+    # u = d x_t / dt along (x0, eps): central differences, error O(h^2) ~ 1e-10 relative
+    h = 1e-5
+    fd = (path.sample(x0, t + h, noise=eps)[0] - path.sample(x0, t - h, noise=eps)[0]) / (2 * h)
+    torch.testing.assert_close(path.conditional_velocity(x0, eps, t), fd, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(path.log_snr(t), s.log_snr)
+
+
+def test_path_input_errors():
+    path = GaussianPath(VPSchedule())
+    x0 = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="batch"):
+        path.sample(x0, torch.rand(3))
+    with pytest.raises(ValueError, match="noise"):
+        path.sample(x0, 0.5, noise=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        path.sample(x0, 1.2)
+
+    def negative(t):
+        return ScheduleOutput(1 - t, t - 0.5, -torch.ones_like(t), torch.ones_like(t))
+
+    with pytest.raises(ValueError, match="negative"):
+        GaussianPath(negative)
+    with pytest.raises(TypeError, match="ScheduleOutput"):
+        GaussianPath(lambda t: (1 - t, t))
+    # a float32 batch gets float32 coefficients; a scalar t broadcasts
+    x_t, _ = path.sample(x0, 0.5, generator=torch.Generator().manual_seed(0))
+    assert x_t.dtype == torch.float32 and x_t.shape == (4, 2)
