@@ -208,7 +208,7 @@ def figure(
             sum(nll[max(0, i - k) : i + 1]) / len(nll[max(0, i - k) : i + 1])
             for i in range(len(nll))
         ]
-        ax[2].plot(t, [v + logdet for v in smooth], label=name)
+        ax[2].plot(t, [v - logdet for v in smooth], label=name)  # data units
     ax[2].axhline(TOY_ENTROPY["8gaussians"], color="k", ls="--", lw=0.8, label="entropy")
     ax[2].set(xlabel="training seconds", ylabel="batch NLL (nats)", xlim=(0, budget))
     ax[2].set_ylim(top=TOY_ENTROPY["8gaussians"] + 1.0)
@@ -221,8 +221,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short warm-up and budget")
     parser.add_argument("--budget", type=float, help="training seconds per side")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args()
-    env = setup(threads=2)
+    env = setup(threads=args.threads)
     budget = args.budget or (20.0 if args.quick else 240.0)
     warm, repeats = (30, 3) if args.quick else (200, 9)
     train, test, logdet = make_data(20_000, seed=0)
@@ -261,6 +262,7 @@ def main() -> None:
         m, se = test_nll(net, test, logdet)
         nll[name] = {"iters": iters[name], "test_nll": m, "se": se, "gap": m - results["entropy"]}
     results["equal_budget"] = nll
+    results["history"] = {k: v[:: max(1, len(v) // 200)] for k, v in history.items()}
     print("equal budget", nll)
     results["quick"] = args.quick
     figure(model, history, logdet, budget)

@@ -226,3 +226,31 @@ def test_console_script_points_at_main():
     # subprocess: a fresh interpreter importing torch costs seconds).
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "probpath"]
     assert ep.load() is main
+
+
+def test_sde_family_samplers_and_exact_nll(tmp_path, capsys):
+    """``--model sde --sde ve``; ``sample --sampler/--steps/--nfe``; ``eval --nll``."""
+    out = tmp_path / "sde"
+    cut = TINY.index("--rtol")  # the sde family has no solver config keys
+    tiny = [*TINY[:cut], *TINY[cut + 4 :]]
+    tiny[tiny.index("cnf")] = "sde"
+    assert main(["train", "--out", str(out), "--steps", "2", "--sde", "ve", *tiny]) == 0
+    assert RunConfig.load(out).model_config["sde"] == "ve"
+    capsys.readouterr()
+    npy = str(tmp_path / "s.npy")
+    for flags, nfe in (
+        (["--sampler", "heun", "--steps", "2"], 4),
+        (["--sampler", "pc", "--nfe", "6"], 6),
+        (["--sampler", "pf-ode", "--steps", "3", "--solver", "euler"], 3),
+    ):
+        assert main(["sample", str(out), "--n", "5", "--out", npy, "--json", *flags]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["nfe"] == nfe and info["sampler"] == flags[1]
+    assert main(["eval", str(out), "--n", "8", "--json", "--nll", "hutchinson", "--steps", "2",
+                 "--sampler", "heun", "--rtol", "1e-3"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert np.isfinite(res["nll_nats"]) and res["nfe_sample"] == 4
+    assert main(["sample", str(out), "--sampler", "ancestral"]) == 1
+    assert "accepts euler-maruyama" in capsys.readouterr().err
+    assert main(["sample", str(out), "--sampler", "heun", "--solver", "rk4"]) == 1
+    assert main(["eval", "--nll", "exact", str(tmp_path / "missing")]) == 1

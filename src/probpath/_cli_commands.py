@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -104,12 +105,65 @@ def _emit(args: argparse.Namespace, title: str, rows: dict[str, Any]) -> None:
         _print_table(title, rows)
 
 
-def _sample(run: LoadedRun, n: int, seed: int) -> tuple[Tensor, int]:
+def _load(args: argparse.Namespace) -> tuple[LoadedRun, dict[str, Any]]:
+    """The run with the solver flags that are keys of its model config applied; the other
+    solver flags are returned as options for the sampler or ``log_prob`` (diffusion family).
+    """
+    flags = _overrides(args)
+    known = RunConfig.load(args.run).model_config
+    run = load_run(
+        args.run, ema=not args.no_ema, overrides={k: v for k, v in flags.items() if k in known}
+    )
+    return run, {k: v for k, v in flags.items() if k not in known}
+
+
+def _sampling_kwargs(model: Any, args: argparse.Namespace, solver: dict[str, Any]) -> Any:
+    """``sampler``, ``steps`` and solver options for ``model.sample_with_nfe``.
+
+    Generic over families: the names come from ``model.samplers``, the NFE-to-steps rule
+    from ``model.steps_for_nfe`` and the accepted solver options from
+    ``model.SAMPLERS[name].options`` (none where absent).
+    """
+    sampler, steps, nfe = (getattr(args, k, None) for k in ("sampler", "steps", "nfe"))
+    names = getattr(model, "samplers", None)
+    if names is None:
+        if sampler is not None or steps is not None or nfe is not None:
+            raise ValueError(
+                f"model {type(model).__name__} has a single sampler: drop --sampler/--steps/--nfe"
+            )
+        if solver:
+            raise ValueError(f"model {type(model).__name__} takes no option {', '.join(solver)}")
+        return {}
+    name = sampler if sampler is not None else model.default_sampler
+    if name not in names:
+        raise ValueError(f"unknown sampler {name!r}; this model accepts {', '.join(names)}")
+    spec = getattr(model, "SAMPLERS", {}).get(name)
+    allowed = getattr(spec, "options", ())
+    extra = [k for k in solver if k not in allowed]
+    if extra:
+        raise ValueError(f"sampler {name!r} takes no solver option {', '.join(extra)}")
+    kwargs: dict[str, Any] = {"sampler": name, **solver}
+    if nfe is not None:
+        if not hasattr(model, "steps_for_nfe"):
+            raise ValueError(f"model {type(model).__name__} takes --steps, not --nfe")
+        kwargs["steps"] = model.steps_for_nfe(name, nfe, **solver)
+    elif steps is not None:
+        kwargs["steps"] = steps
+    return kwargs
+
+
+def _sample(
+    run: LoadedRun, n: int, seed: int, sampling: dict[str, Any] | None = None
+) -> tuple[Tensor, int]:
     gen = torch.Generator().manual_seed(seed)
+    model: Any = run.model
     with _count_nfe(run.model) as c, torch.no_grad():
-        z = run.model.sample(n, generator=gen)  # type: ignore[operator]
+        if hasattr(model, "sample_with_nfe"):
+            z, nfe = model.sample_with_nfe(n, generator=gen, **(sampling or {}))
+        else:
+            z, nfe = model.sample(n, generator=gen), None
     std = _standardizer(run.standardizer)
-    return (std.inverse(z) if std is not None else z).detach(), c["nfe"]
+    return (std.inverse(z) if std is not None else z).detach(), c["nfe"] if nfe is None else nfe
 
 
 # ---------------------------------------------------------------- commands
@@ -188,9 +242,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be positive, got {args.n}")
-    run = load_run(args.run, ema=not args.no_ema, overrides=_overrides(args))
+    run, solver = _load(args)
+    sampling = _sampling_kwargs(run.model, args, solver)
     t0 = time.perf_counter()
-    x, nfe = _sample(run, args.n, args.seed)
+    x, nfe = _sample(run, args.n, args.seed, sampling)
     seconds = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, x.cpu().numpy(), allow_pickle=False)
@@ -199,6 +254,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         "step": run.step,
         "n": args.n,
         "dim": int(x.shape[1]),
+        **({"sampler": sampling["sampler"]} if "sampler" in sampling else {}),
         "nfe": nfe,
         "seconds": round(seconds, 3),
         "out": str(args.out),
@@ -213,7 +269,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.n < 2:
         raise ValueError(f"--n must be at least 2, got {args.n}")
-    run = load_run(args.run, ema=not args.no_ema, overrides=_overrides(args))
+    run, solver = _load(args)
+    model: Any = run.model
+    takes = inspect.signature(model.log_prob).parameters
+    lp_kwargs = {k: v for k, v in solver.items() if k in takes}
+    if args.nll is not None:
+        if "trace" not in takes:
+            raise ValueError(f"--nll applies to the diffusion family, not {type(model).__name__}")
+        lp_kwargs["trace"] = args.nll
+        if args.nll == "hutchinson":
+            lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
     name = args.data or run.config.data
     if args.data:
         x = load_dataset(args.data, args.n, seed=args.seed + 1).to(torch.get_default_dtype())
@@ -223,7 +288,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     z, ladj = _to_model_space(std, x)
     t0 = time.perf_counter()
     with _count_nfe(run.model) as c:
-        logp = run.model.log_prob(z).detach() + ladj  # type: ignore[operator]
+        logp = model.log_prob(z, **lp_kwargs).detach() + ladj
     nll = float(-logp.mean())
     se = float(logp.std() / math.sqrt(len(logp)))
     dim = int(x[0].numel())
@@ -237,10 +302,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "bits_per_dim": float(metrics.bits_per_dim(nll, dim)),
         "nfe_log_prob": c["nfe"],
     }
+    if hasattr(model, "nll_bound"):  # e.g. DDPM's ELBO: an upper bound of the NLL
+        with torch.no_grad():
+            bound = model.nll_bound(z, generator=torch.Generator().manual_seed(args.seed))
+        rows["nll_bound_nats"] = float((bound - ladj).mean())
     if name in TOY_ENTROPY:
         rows["entropy_nats"] = float(TOY_ENTROPY[name])
         rows["gap_nats"] = nll - float(TOY_ENTROPY[name])
-    samples, nfe = _sample(run, len(x), args.seed)
+    sampling = _sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
+    samples, nfe = _sample(run, len(x), args.seed, sampling)
     rows["energy_distance"] = float(metrics.energy_distance(samples, x))
     floor = metrics.noise_floor(metrics.energy_distance, _true_sampler(name), len(x), repeats=3)
     rows["noise_floor"], rows["noise_floor_std"] = floor.mean, floor.std

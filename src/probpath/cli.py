@@ -33,6 +33,9 @@ MODEL_FLAGS = {
     "atol": "atol",
     "adjoint": "adjoint",
     "hidden": "hidden",
+    "sde": "sde",
+    "path": "path",
+    "ot_coupling": "ot_coupling",
 }
 TRAIN_FLAGS = {
     "steps": "steps",
@@ -85,6 +88,14 @@ def _add_solver_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--solver", help="ODE method: dopri5, rk4, euler, midpoint, heun, bosh3")
     g.add_argument("--rtol", type=float, help="relative tolerance of adaptive solvers")
     g.add_argument("--atol", type=float, help="absolute tolerance of adaptive solvers")
+
+
+def _add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampler (models with several samplers, e.g. the diffusion family)")
+    g.add_argument("--sampler", help="sampler name; the model lists those it accepts")
+    budget = g.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="sampler steps")
+    budget.add_argument("--nfe", type=int, help="network evaluations (converted to steps)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64")
     m.add_argument(
+        "--sde", choices=["vp", "ve", "subvp"], help="the SDE of --model sde (config key sde)"
+    )
+    m.add_argument("--path", choices=["ot", "vp", "ve"], help="probability path of --model fm")
+    m.add_argument(
+        "--ot-coupling",
+        action=argparse.BooleanOptionalAction,
+        help="minibatch optimal-transport pairs (--model fm)",
+    )
+    m.add_argument(
         "--set",
         type=_key_value,
         action="append",
@@ -166,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_sampler_flags(s)
     _add_solver_flags(s)
     s.set_defaults(func=_cmd("sample"))
 
@@ -178,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument(
+        "--nll",
+        choices=["exact", "hutchinson"],
+        help="trace of the PF-ODE likelihood of diffusion-family models (default exact)",
+    )
+    _add_sampler_flags(e)
     _add_solver_flags(e)
     e.set_defaults(func=_cmd("eval"))
 

@@ -36,6 +36,7 @@ __all__ = [
     "VPSchedule",
     "cosine_betas",
     "linear_betas",
+    "make_schedule",
     "ve_sigmas",
 ]
 
@@ -264,3 +265,48 @@ class GaussianPath:
         """
         s = self._coefs(x0, t)
         return s.d_alpha * x0 + s.d_sigma * noise
+
+
+SCHEDULES: tuple[str, ...] = (
+    "vp",
+    "subvp",
+    "vp-cosine",
+    "ve",
+    "ot",
+    "ddpm-linear",
+    "ddpm-cosine",
+)
+"""Names understood by :func:`make_schedule`."""
+
+
+def make_schedule(name: str, **kwargs: float) -> Schedule:
+    """Build a schedule from its name and keyword arguments (a JSON-friendly factory).
+
+    ``"vp"`` → :class:`VPSchedule` (beta_min, beta_max), ``"subvp"`` →
+    :class:`SubVPSchedule`, ``"vp-cosine"`` → :class:`VPCosineSchedule` (s), ``"ve"`` →
+    :class:`VESchedule` (sigma_min, sigma_max), ``"ot"`` → :class:`CondOTSchedule`
+    (sigma_min), ``"ddpm-linear"`` → ``DiscreteSchedule(linear_betas(T, beta_1, beta_T))``
+    and ``"ddpm-cosine"`` → ``DiscreteSchedule(cosine_betas(T, s))`` (T defaults to 1000).
+
+    >>> make_schedule("ve", sigma_max=10.0)
+    VESchedule(sigma_min=0.01, sigma_max=10.0)
+    >>> make_schedule("ddpm-linear", T=10)
+    DiscreteSchedule(T=10, beta_1=0.0001, beta_T=0.02)
+    """
+    continuous: dict[str, Callable[..., Schedule]] = {
+        "vp": VPSchedule,
+        "subvp": SubVPSchedule,
+        "vp-cosine": VPCosineSchedule,
+        "ve": VESchedule,
+        "ot": CondOTSchedule,
+    }
+    try:
+        if name in continuous:
+            return continuous[name](**kwargs)
+        if name in ("ddpm-linear", "ddpm-cosine"):
+            T = int(kwargs.pop("T", 1000))
+            betas = linear_betas if name == "ddpm-linear" else cosine_betas
+            return DiscreteSchedule(betas(T, **kwargs))
+    except TypeError as err:
+        raise TypeError(f"bad schedule_kwargs for schedule {name!r}: {err}") from err
+    raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")

@@ -16,10 +16,35 @@ from torch import nn
 
 from probpath.models.base import GenerativeModel, LossOutput
 from probpath.models.cnf import CNF
+from probpath.models.ddpm import DDPM
+from probpath.models.diffusion import DiffusionModel
+from probpath.models.ebm import EBM
+from probpath.models.flow_matching import FlowMatching
+from probpath.models.ncsn import NCSN
+from probpath.models.score_sde import ScoreSDE
 
-__all__ = ["CNF", "MODELS", "GenerativeModel", "LossOutput", "build"]
+__all__ = [
+    "CNF",
+    "DDPM",
+    "EBM",
+    "MODELS",
+    "NCSN",
+    "DiffusionModel",
+    "FlowMatching",
+    "GenerativeModel",
+    "LossOutput",
+    "ScoreSDE",
+    "build",
+]
 
-MODELS: dict[str, type[nn.Module]] = {"cnf": CNF}
+MODELS: dict[str, type[nn.Module]] = {
+    "cnf": CNF,
+    "fm": FlowMatching,
+    "ddpm": DDPM,
+    "ncsn": NCSN,
+    "ebm": EBM,
+    "sde": ScoreSDE,
+}
 """Registry name -> model class; ``build(name, **config)`` constructs one."""
 
 

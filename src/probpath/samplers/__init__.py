@@ -7,6 +7,21 @@ sampler switches gradients off: wrap the call in ``torch.no_grad()`` when none a
 or differentiate through the samples when they are.
 """
 
+from probpath.samplers.ddpm import ancestral, ddim, ddpm_timesteps
 from probpath.samplers.langevin import annealed_langevin, langevin, mala
+from probpath.samplers.ode import edm_times, heun_edm, probability_flow
+from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 
-__all__ = ["annealed_langevin", "langevin", "mala"]
+__all__ = [
+    "ancestral",
+    "annealed_langevin",
+    "ddim",
+    "ddpm_timesteps",
+    "edm_times",
+    "heun_edm",
+    "langevin",
+    "mala",
+    "predictor_corrector",
+    "probability_flow",
+    "reverse_sde_euler",
+]

@@ -41,6 +41,15 @@ class SolverStats:
         n_rejected: steps rejected by the error control (adaptive methods).
 
     Counts are added, never reset, so one object can total several solves.
+
+    Example:
+        >>> import torch
+        >>> from probpath.solvers import odeint
+        >>> stats = SolverStats()
+        >>> _ = odeint(lambda t, y: -y, torch.ones(3), torch.linspace(0, 1, 3),
+        ...            method="rk4", stats=stats)
+        >>> stats
+        SolverStats(nfe=8, n_accepted=2, n_rejected=0)
     """
 
     nfe: int = 0

@@ -9,6 +9,7 @@ Ordinary Differential Equations I* (2nd ed.), Ch. II.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -91,7 +92,10 @@ def _solve_adaptive(
     ifactor, dfactor = float(opts.get("ifactor", 10.0)), float(opts.get("dfactor", 0.2))
     k_exp = tab.error_order
     alpha, beta = (_KI + _KP) / k_exp, _KP / k_exp
-    a_terms, e_terms, c, dense = tab.a_terms, tab.e_terms, tab.c, tab.dense
+    a_terms, e_terms, c1, dense = tab.a_terms, tab.e_terms, tab.c[1:], tab.dense
+    scalar = torch.scalar_tensor
+    # error control is never differentiated; skip the context switch when grad is off
+    no_grad = torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
     assert dense is not None and tab.fsal
 
     t0, t_end = ts[0], ts[-1]
@@ -132,10 +136,10 @@ def _solve_adaptive(
                     "loosen rtol/atol, or use a fixed-grid method"
                 )
             t_new = t_end if last else t + dt
-            times = [tt(t + ci * dt) for ci in c[1:]]
+            times = [scalar(t + ci * dt, dtype=dtype, device=device) for ci in c1]
             ks, y_new = rk_stages(f, a_terms, times, y, k0, dt)
             nfe += len(a_terms)
-            with torch.no_grad():
+            with no_grad:
                 # r = err / (atol + rtol m) = (err / rtol) / (m + atol / rtol): two ops fewer
                 err = torch.mul(ks[e_terms[0][0]], e_terms[0][1] * dt / rtol)
                 err = combine(err, ks, e_terms[1:], dt / rtol)

@@ -1,0 +1,167 @@
+r"""Denoising diffusion probabilistic model (Ho et al. 2020; the seeds' lecture on DDPM).
+
+A :class:`~probpath.models.diffusion.DiffusionModel` on the discrete DDPM chain
+(:class:`probpath.paths.DiscreteSchedule`, step i at time t = i / T) with an
+eps-predicting network, trained with :math:`L_\text{simple}`
+(:func:`probpath.losses.ddpm_simple_loss`). It adds DDPM's own samplers to the inherited
+ones (reverse SDE, predictor-corrector, PF-ODE, EDM Heun): ``"ancestral"`` (Algorithm 2,
+:func:`probpath.samplers.ancestral`) and ``"ddim"`` (:func:`probpath.samplers.ddim`), and
+two likelihoods: the exact one along the PF-ODE (:meth:`log_prob`, inherited) and the
+ELBO's bound :meth:`nll_bound` (:func:`probpath.losses.ddpm_nll_bound`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from probpath import losses
+from probpath.models.base import LossOutput
+from probpath.models.diffusion import DiffusionModel, SamplerSpec
+from probpath.paths import DiscreteSchedule
+from probpath.samplers import ancestral, ddim, ddpm_timesteps
+
+__all__ = ["DDPM"]
+
+
+def _eps_model(m: DiffusionModel) -> Callable[[Tensor, Tensor], Tensor]:
+    """The network itself when it predicts eps (no conversion cost per step)."""
+    return m.predict if m.prediction == "eps" else m.eps
+
+
+def _run_ancestral(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
+    o = dict(o)
+    o.setdefault("variance", m.config["variance"])
+    ts = ddpm_timesteps(m.chain.T, steps).to(x)
+    return ancestral(_eps_model(m), x, ts, schedule=m.chain, generator=g, **o)
+
+
+def _run_ddim(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
+    ts = ddpm_timesteps(m.chain.T, steps or 50).to(x)
+    return ddim(_eps_model(m), x, ts, schedule=m.chain, generator=g, **o)
+
+
+class DDPM(DiffusionModel):
+    """DDPM: an eps-network on the discrete chain, L_simple, ancestral and DDIM sampling.
+
+    Args:
+        dim: data dimension.
+        schedule: ``"ddpm-linear"`` (beta_1 = 1e-4 .. beta_T = 0.02, Ho et al.) or
+            ``"ddpm-cosine"`` (Nichol & Dhariwal); ``schedule_kwargs`` e.g. ``{"T": 1000}``.
+        prediction: the network's kind (``"eps"``, DDPM's choice; others are converted).
+        hidden, activation, time_embedding: the MLP; it sees ``t = i / T``.
+        variance: reverse-step variance, ``"beta_tilde"`` or ``"beta"`` (ancestral sampling
+            and the ELBO's KL terms).
+        decoder: ELBO decoder, ``"gaussian"`` (continuous data) or ``"discretized"`` (8-bit
+            data in [-1, 1]).
+        t_min, t_max: the ends of the inherited continuous-time samplers and likelihood.
+        net: any ``net(x, t)`` in place of the MLP (e.g. an analytic oracle).
+
+    Example:
+        >>> model = DDPM(dim=2, hidden=[16], schedule_kwargs={"T": 20})
+        >>> loss, logs = model.loss(torch.randn(8, 2))
+        >>> sorted(logs), model.default_sampler
+        (['l_simple'], 'ancestral')
+        >>> x, nfe = model.sample_with_nfe(4, sampler="ddim", steps=5)
+        >>> x.shape, nfe
+        (torch.Size([4, 2]), 5)
+        >>> model.nll_bound(torch.zeros(3, 2)).shape
+        torch.Size([3])
+    """
+
+    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
+        **DiffusionModel.SAMPLERS,
+        "ancestral": SamplerSpec(_run_ancestral, lambda o: 1, "eps", None),
+        "ddim": SamplerSpec(_run_ddim, lambda o: 1, "eps", 50),
+    }
+    default_sampler: ClassVar[str] = "ancestral"
+
+    def __init__(
+        self,
+        dim: int = 2,
+        schedule: str = "ddpm-linear",
+        schedule_kwargs: dict[str, Any] | None = None,
+        prediction: str = "eps",
+        hidden: Sequence[int] = (128, 128, 128),
+        activation: str = "silu",
+        time_embedding: str = "sinusoidal",
+        t_min: float | None = None,
+        t_max: float | None = None,
+        variance: str = "beta_tilde",
+        decoder: str = "gaussian",
+        *,
+        net: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        if schedule not in ("ddpm-linear", "ddpm-cosine"):
+            raise ValueError(
+                f"DDPM runs on the discrete chain: schedule 'ddpm-linear' or 'ddpm-cosine', "
+                f"got {schedule!r} (for continuous paths use the score SDE family)"
+            )
+        if variance not in ("beta", "beta_tilde"):
+            raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+        if decoder not in ("gaussian", "discretized"):
+            raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
+        super().__init__(
+            dim, schedule, schedule_kwargs, prediction, hidden, activation, time_embedding,
+            t_min, t_max, net=net,
+        )  # fmt: skip
+        assert isinstance(self.schedule, DiscreteSchedule)
+        self.chain: DiscreteSchedule = self.schedule
+        self.config.update(variance=variance, decoder=decoder)
+
+    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
+        """L_simple: ``||eps - eps_theta(x_i, i / T)||^2`` with i ~ U{1..T} (Algorithm 1)."""
+        self._check(x)
+        loss = losses.ddpm_simple_loss(_eps_model(self), x, self.chain, generator=generator)
+        return loss, {"l_simple": float(loss.detach())}
+
+    def nll_bound(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """The ELBO's bound ``L_0 + sum_i L_i + L_T >= -log p(x)`` in nats, shape (batch,).
+
+        T network calls on the batch (:func:`probpath.losses.ddpm_nll_bound`); bits/dim is
+        this over ``dim * ln 2``.
+        """
+        self._check(x)
+        return losses.ddpm_nll_bound(
+            _eps_model(self), x, self.chain, decoder=self.config["decoder"],
+            variance=self.config["variance"], generator=generator,
+        )  # fmt: skip
+
+    def trajectories(
+        self,
+        z_or_n: Tensor | int,
+        n_times: int = 50,
+        *,
+        generator: torch.Generator | None = None,
+        sampler: str = "ancestral",
+        steps: int | None = None,
+    ) -> Tensor:
+        """The denoising trajectory: states of ``sampler`` ("ancestral" or "ddim") at
+        ``n_times`` roughly equally spaced steps from noise to data, shape
+        (n_times, n, dim); ``z_or_n`` is a starting noise or a number of points."""
+        if n_times < 2:
+            raise ValueError(f"n_times must be at least 2 (both ends), got {n_times}")
+        if sampler not in ("ancestral", "ddim"):
+            raise ValueError(f"trajectories support 'ancestral' or 'ddim', got {sampler!r}")
+        z = self.prior_sample(z_or_n, generator=generator) if isinstance(z_or_n, int) else z_or_n
+        self._check(z)
+        states = [z]
+        default = self.SAMPLERS[sampler].default_steps
+        n_steps = len(ddpm_timesteps(self.chain.T, steps or default)) - 1
+        if n_times > n_steps + 1:
+            raise ValueError(f"n_times can be at most steps + 1 = {n_steps + 1}, got {n_times}")
+        keep = set(torch.linspace(0, n_steps - 1, n_times - 1).round().long().tolist())
+
+        def record(k: int, x: Tensor) -> None:
+            if k in keep:
+                states.append(x)
+
+        self._spec(sampler).run(self, z, steps, generator, {"callback": record})
+        return torch.stack(states)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")

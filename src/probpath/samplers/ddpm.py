@@ -1,0 +1,240 @@
+r"""DDPM ancestral sampling and DDIM, on any Gaussian path and any grid of times.
+
+Both samplers take an **epsilon-predictor** ``model(x, t) ~ E[eps | x_t = x]`` (convert
+another parametrisation with :func:`probpath.parametrize.convert_model`) and walk a
+decreasing grid ``ts = (t_0 > t_1 > ... > t_N)``, one network call per step, so
+``nfe = N``. A step from ``t`` to ``s < t`` uses only the path's coefficients
+``(alpha, sigma)`` at both ends, through the transition ``x_t | x_s ~ N(a x_s, v I)`` with
+
+.. math:: a = \alpha_t / \alpha_s,\qquad v = \sigma_t^2 - a^2 \sigma_s^2,
+
+which for the DDPM chain (:class:`probpath.paths.DiscreteSchedule`, ``t = i / T``,
+``alpha(t)^2 = abar_i``) between neighbours is ``a^2 = alpha_i = 1 - beta_i``,
+``v = beta_i``. On a coarser grid (respacing, Nichol & Dhariwal 2021, sec. 4) the same
+formulas give the respaced chain. The posterior
+:math:`q(x_s \mid x_t, x_0) = \mathcal N(\tilde\mu, \tilde\beta I)` has
+:math:`\tilde\beta = v \sigma_s^2 / \sigma_t^2` (the seeds' ``beta~_t``).
+
+With :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` every update here is
+linear in :math:`(x_t, \hat\varepsilon, z)`, so the coefficients of all steps are computed
+once, in float64, before the loop (fast: the per-step cost is the network call plus three
+tensor operations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from probpath._schedules import ScheduleOutput
+from probpath.samplers._common import Callback, Model, as_grid, check_state, randn_like
+
+__all__ = ["ancestral", "ddim", "ddpm_timesteps"]
+
+Variance = Literal["beta", "beta_tilde"]
+
+
+def ddpm_timesteps(T: int, steps: int | None = None) -> Tensor:
+    """The grid ``(i_0 / T > ... > i_{N-1} / T > 0)`` of ``steps`` chain indices, then 0.
+
+    ``steps = None`` (or ``T``) is every index ``T, T - 1, ..., 1`` followed by ``0``: the
+    full chain. Fewer steps take ``i_k = 1 + floor(k T / steps)``, ``k = steps - 1 .. 0``:
+    the "uniform" sub-sequence of DDIM (Song et al. 2021, appendix D.2; diffusers'
+    "leading" spacing), which ends at ``i = 1``, so the last step from x_1 to x_0 is small.
+    Float64, shape ``(steps + 1,)``.
+
+    Example:
+        >>> ddpm_timesteps(10, 5)
+        tensor([0.9000, 0.7000, 0.5000, 0.3000, 0.1000, 0.0000], dtype=torch.float64)
+    """
+    steps = T if steps is None else steps
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive number of chain steps, got {T!r}")
+    if not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an int in 1..T = 1..{T}, got {steps!r}")
+    k = torch.arange(steps - 1, -1, -1, dtype=torch.float64)
+    idx = 1 + torch.floor(k * T / steps)
+    return torch.cat([idx, idx.new_zeros(1)]) / T
+
+
+def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Tensor, ...]:
+    """alpha, sigma at the grid (float64) after checking it is strictly decreasing."""
+    if ts.numel() < 2:
+        raise ValueError(f"ts needs at least two times (start and end), got {ts.tolist()}")
+    if not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(
+            f"ts must be strictly decreasing (generation runs from noise, t = 1, to data, "
+            f"t = 0), got {ts.tolist()}"
+        )
+    s = schedule(ts.detach().to(torch.float64))
+    alpha, sigma = s.alpha.to(torch.float64), s.sigma.to(torch.float64)
+    if not bool((alpha[:-1] > 0).all()) or not bool((sigma[:-1] > 0).all()):
+        raise ValueError(
+            "alpha(t) and sigma(t) must be > 0 at every time where the model is called; "
+            "start at t = 1 - eps on paths with alpha(1) = 0 (cosine, CondOT)"
+        )
+    a_t, a_s, s_t, s_s = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
+    ratio = a_t / a_s
+    v = (s_t**2 - ratio**2 * s_s**2).clamp(min=0.0)  # transition variance of x_t | x_s
+    return a_t, a_s, s_t, s_s, v
+
+
+def _run(
+    model: Model,
+    x: Tensor,
+    ts: Tensor,
+    coefs: tuple[Tensor, Tensor, Tensor],
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """``x <- c_x x + c_eps model(x, t_k) + c_z z`` for each step k."""
+    c_x, c_eps, c_z = (c.tolist() for c in coefs)  # one host sync for the whole loop
+    times = [t.expand(x.shape[0]) for t in ts[:-1]]
+    for k, t in enumerate(times):
+        eps = model(x, t)
+        if not isinstance(eps, Tensor) or eps.shape != x.shape:
+            shape = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+            raise ValueError(
+                f"model(x, t) must return eps shaped like x {tuple(x.shape)}, got {shape}"
+            )
+        out = torch.add(x.mul(c_x[k]), eps, alpha=c_eps[k])
+        if c_z[k] != 0.0:
+            out = out.add_(randn_like(x, generator), alpha=c_z[k])
+        x = out
+        if callback is not None:
+            callback(k, x)
+    return x, len(times)
+
+
+def ancestral(
+    model: Model,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    schedule: Callable[[Tensor], ScheduleOutput],
+    variance: Variance = "beta_tilde",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    r"""Ancestral sampling of the reverse chain (Ho et al. 2020, Algorithm 2).
+
+    .. math:: x_s = \frac{\alpha_s}{\alpha_t}\Big(x_t - \frac{v}{\sigma_t}
+              \hat\varepsilon(x_t, t)\Big) + \sigma_{ts} z,
+
+    i.e. :math:`\mu_\theta = \frac{1}{\sqrt{\alpha_i}}\big(x_i - \frac{\beta_i}
+    {\sqrt{1 - \bar\alpha_i}}\hat\varepsilon\big)` on the DDPM chain (the seeds' step 2),
+    the posterior mean :math:`\tilde\mu(x_t, \hat x_0)`. The noise variance
+    :math:`\sigma_{ts}^2` is ``"beta_tilde"`` (:math:`\tilde\beta`, exact when the data is
+    a point) or ``"beta"`` (:math:`v = \beta_i`, exact when the data is
+    :math:`\mathcal N(0, I)`); Ho et al. found both to give similar samples. As in
+    Algorithm 2 no noise is added on the last step when ``ts[-1] = 0``.
+
+    Args:
+        model: epsilon-predictor ``model(x, t)``, ``t`` of shape ``(batch,)``.
+        x: starting points at ``ts[0]``, e.g. :math:`\mathcal N(0, I)` at t = 1.
+        ts: decreasing times, shape ``(N + 1,)``; :func:`ddpm_timesteps` gives the chain's.
+        schedule: the path, e.g. ``DiscreteSchedule(linear_betas(1000))``.
+        variance: ``"beta_tilde"`` or ``"beta"``.
+        generator: ``torch.Generator`` for the noise.
+        callback: ``callback(k, x)`` after each step ``k = 0 .. N - 1``.
+
+    Returns:
+        ``(samples, nfe)`` with ``nfe = N``.
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(100, 1e-3, 0.2))
+        >>> # data N(0, 1) gives E[eps | x_t] = sigma_t x_t (alpha^2 + sigma^2 = 1)
+        >>> eps = lambda x, t: chain(t).sigma[:, None] * x
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, nfe = ancestral(eps, torch.randn(20000, 1, generator=g), ddpm_timesteps(100),
+        ...                    schedule=chain, variance="beta", generator=g)
+        >>> nfe, round(x.var().item(), 1)
+        (100, 1.0)
+    """
+    check_state(x)
+    ts = as_grid(ts, x)
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
+    noise_var = v if variance == "beta" else v * s_s**2 / s_t**2
+    if float(ts[-1]) == 0.0:
+        noise_var = torch.cat([noise_var[:-1], noise_var.new_zeros(1)])
+    coefs = (a_s / a_t, -a_s * v / (a_t * s_t), noise_var.sqrt())
+    return _run(model, x, ts, coefs, generator, callback)
+
+
+def ddim(
+    model: Model,
+    x: Tensor,
+    ts: Tensor,
+    *,
+    schedule: Callable[[Tensor], ScheduleOutput],
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    r"""Denoising diffusion implicit model sampler (Song, Meng & Ermon 2021, eq. 12).
+
+    .. math:: x_s = \alpha_s \hat x_0 + \sqrt{\sigma_s^2 - c^2}\,\hat\varepsilon + c\,z,
+              \qquad c = \eta\,\sqrt{\tilde\beta} = \eta\,\frac{\sigma_s}{\sigma_t}\sqrt{v},
+
+    on any decreasing sub-grid of times (any number of steps; :func:`ddpm_timesteps`).
+    ``eta = 0`` is deterministic: the Euler step of the probability-flow ODE in the
+    variables :math:`(x/\alpha, \sigma/\alpha)`, a near-invertible map x_1 <-> x_0.
+    ``eta = 1`` on the full chain is :func:`ancestral` with ``variance="beta_tilde"``.
+
+    Args:
+        model: epsilon-predictor ``model(x, t)``, ``t`` of shape ``(batch,)``.
+        x: starting points at ``ts[0]``.
+        ts: decreasing times, shape ``(N + 1,)``. Increasing times run the deterministic
+            map backwards (encoding data to noise), only with ``eta = 0``.
+        schedule: the path.
+        eta: stochasticity :math:`\eta \in [0, 1]`.
+        generator: ``torch.Generator`` for the noise (``eta > 0``).
+        callback: ``callback(k, x)`` after each step.
+
+    Returns:
+        ``(samples, nfe)`` with ``nfe = N``.
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(1000))
+        >>> eps = lambda x, t: chain(t).sigma[:, None] * x  # data N(0, 1)
+        >>> z = torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
+        >>> x, nfe = ddim(eps, z, ddpm_timesteps(1000, 10), schedule=chain)
+        >>> nfe, round(x.var().item(), 1)  # bias: var = prod_k cos^2(phi_t - phi_s) = 0.70
+        (10, 0.7)
+    """
+    check_state(x)
+    ts = as_grid(ts, x)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1] (0 = DDIM, 1 = DDPM-like), got {eta}")
+    if ts.numel() >= 2 and bool((ts[1:] > ts[:-1]).all()):
+        if eta != 0.0:
+            raise ValueError("increasing ts (encoding) needs the deterministic eta = 0")
+        return _ddim_encode(model, x, ts, schedule, callback)
+    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
+    c = eta * s_s / s_t * v.sqrt()
+    coefs = (a_s / a_t, (s_s**2 - c**2).clamp(min=0.0).sqrt() - a_s * s_t / a_t, c)
+    return _run(model, x, ts, coefs, generator, callback)
+
+
+def _ddim_encode(
+    model: Model,
+    x: Tensor,
+    ts: Tensor,
+    schedule: Callable[[Tensor], ScheduleOutput],
+    callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """Deterministic DDIM from t_k to t_{k+1} > t_k, eps evaluated at the start t_k."""
+    s = schedule(ts.detach().to(torch.float64))
+    alpha, sigma = s.alpha.to(torch.float64), s.sigma.to(torch.float64)
+    if not bool((alpha > 0).all()):
+        raise ValueError("alpha(t) must be > 0 on the whole grid to encode with DDIM")
+    a_from, a_to, s_from, s_to = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
+    coefs = (a_to / a_from, s_to - a_to * s_from / a_from, torch.zeros_like(a_to))
+    return _run(model, x, ts, coefs, None, callback)

@@ -1,0 +1,122 @@
+"""Forward SDEs of Gaussian paths, the reverse SDE and the PF-ODE against closed forms.
+
+Statistical checks use n samples and a 5-standard-error bound (false alarm < 1e-6 per
+check) plus the stated discretisation bias of the scheme.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probpath.analytic import Gaussian
+from probpath.paths import SubVPSchedule, VESchedule, VPSchedule
+from probpath.sdes import SDE, probability_flow_ode, reverse_sde, subvp_sde, ve_sde, vp_sde
+from probpath.solvers import odeint, sdeint
+
+MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
+COV = torch.tensor([[0.5, 0.2], [0.2, 0.3]], dtype=torch.float64)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_diffusion_coefficients_closed_forms() -> None:
+    """g^2 = beta (VP), d sigma^2/dt (VE), beta (1 - e^{-2B}) (sub-VP); Song et al. App. B."""
+    t = torch.linspace(0.05, 1, 7, dtype=torch.float64)
+    vp = VPSchedule()
+    B = vp.beta_min * t + 0.5 * t**2 * (vp.beta_max - vp.beta_min)
+    assert torch.allclose(vp_sde().diffusion_sq(t), vp.beta(t))
+    assert torch.allclose(subvp_sde().diffusion_sq(t), vp.beta(t) * (1 - torch.exp(-2 * B)))
+    ve = VESchedule(0.01, 10.0)
+    sig2 = ve(t).sigma ** 2
+    assert torch.allclose(ve_sde(0.01, 10.0).diffusion_sq(t), 2 * math.log(1000.0) * sig2)
+    x = torch.ones(7, 2, dtype=torch.float64)
+    assert torch.allclose(vp_sde().drift(x, t), -0.5 * vp.beta(t)[:, None] * x)
+
+
+@pytest.mark.parametrize(
+    ("sde", "rate"),
+    [(vp_sde(), 20.0), (subvp_sde(), 20.0), (ve_sde(0.01, 10.0), 2 * math.log(1000.0))],
+    ids=["vp", "subvp", "ve"],
+)
+def test_forward_sde_has_the_path_marginals(sde: SDE, rate: float) -> None:
+    """Kolmogorov-Fokker-Planck at work: Euler-Maruyama paths of dx = f x dt + g dw started
+    at the closed-form marginal at t0 keep the closed-form marginals N(a m, a^2 S + s^2 I)."""
+    gauss = Gaussian(MEAN, COV, sde.schedule)
+    n, dt, t0 = 8_000, 1e-3, 0.05
+    x = gauss.sample_xt(n, t0, generator=gen(0))[0]
+    f, g = sde.f_and_g()
+    times = torch.tensor([t0, 0.3, 0.6, 1.0], dtype=torch.float64)
+    ys = sdeint(f, g, x, times, dt=dt, generator=gen(1))
+    for k in range(1, len(times)):
+        mean, cov = gauss.moments(times[k])
+        emp_mean, emp_cov = ys[k].mean(0), torch.cov(ys[k].T)
+        var = cov.diagonal()
+        # 5 standard errors of the mean and of the covariance entries, plus Euler-Maruyama's
+        # weak error: relative O(rate dt) per unit time (for the OU process the stationary
+        # variance of EM is 1 / (1 - beta dt / 4); for VE the left Riemann sum of g^2 is off
+        # by dt log(sigma_max / sigma_min)); rate dt bounds both.
+        tol_mean = 5 * (var / n).sqrt() + rate * dt * mean.abs()
+        se_cov = ((var[:, None] * var[None, :] + cov**2) / n).sqrt()
+        tol_cov = 5 * se_cov + rate * dt * cov.abs().max()
+        assert ((emp_mean - mean).abs() <= tol_mean).all(), (times[k], emp_mean, mean)
+        assert ((emp_cov - cov).abs() <= tol_cov).all(), (times[k], emp_cov, cov)
+
+
+@pytest.mark.parametrize("schedule", [VPSchedule(), VESchedule(0.01, 10.0)], ids=["vp", "ve"])
+def test_reverse_sde_returns_the_data_moments(schedule: VPSchedule | VESchedule) -> None:
+    """The reverse SDE with the analytic score, from the exact marginal at t = 1 back to t_min."""
+    gauss = Gaussian(MEAN, COV, schedule)
+    n, dt, t_min = 5_000, 1e-3, 1e-3
+    f, g = reverse_sde(schedule, gauss.score)
+    x1 = gauss.sample_xt(n, 1.0, generator=gen(2))[0]
+    x = sdeint(f, g, x1, torch.tensor([1.0, t_min], dtype=torch.float64), dt=dt, generator=gen(3))
+    mean, cov = gauss.moments(t_min)
+    var = cov.diagonal()
+    # 5 standard errors + the weak order-1 bias of Euler-Maruyama, <= 20 dt relative (beta <= 20
+    # for VP; 2 log(sigma_max / sigma_min) = 13.8 for VE)
+    assert ((x[-1].mean(0) - mean).abs() <= 5 * (var / n).sqrt() + 20 * dt).all()
+    se_cov = ((var[:, None] * var[None, :] + cov**2) / n).sqrt()
+    assert ((torch.cov(x[-1].T) - cov).abs() <= 5 * se_cov + 20 * dt * cov.abs().max()).all()
+
+
+@pytest.mark.parametrize(
+    "schedule", [VPSchedule(), SubVPSchedule(), VESchedule(0.01, 10.0)], ids=["vp", "subvp", "ve"]
+)
+def test_probability_flow_ode_transports_the_marginals(schedule: VPSchedule) -> None:
+    """The PF-ODE of a Gaussian is linear, so it maps N(mu_1, S_1) onto N(mu_t, S_t) exactly:
+    push a sample forward from t = 1 and the empirical moments must match the ones at t_min
+    transformed by the same affine map. We check it through whitening: the PF-ODE map of a
+    Gaussian sends whitened inputs to whitened outputs up to an orthogonal matrix, so
+    |S_t^{-1/2} (x_t - mu_t)| = |S_1^{-1/2} (x_1 - mu_1)| for every single point."""
+    gauss = Gaussian(MEAN, COV, schedule)
+    t_min = 1e-3
+    x1 = gauss.sample_xt(64, 1.0, generator=gen(4))[0]
+    f = probability_flow_ode(schedule, gauss.score)
+    ts = torch.tensor([1.0, t_min], dtype=torch.float64)
+    x = odeint(f, x1, ts, rtol=1e-10, atol=1e-10)[-1]
+
+    def whitened_norm(y: torch.Tensor, t: float) -> torch.Tensor:
+        mean, cov = gauss.moments(t)
+        return torch.linalg.solve_triangular(
+            torch.linalg.cholesky(cov), (y - mean).T, upper=False
+        ).norm(dim=0)
+
+    # deterministic: solver tolerance 1e-10 relative on O(1) states
+    assert torch.allclose(whitened_norm(x, t_min), whitened_norm(x1, 1.0), rtol=1e-6)
+    # and the flow is invertible: back to t = 1
+    back = odeint(f, x, ts.flip(0), rtol=1e-10, atol=1e-10)[-1]
+    assert torch.allclose(back, x1, atol=1e-6)
+
+
+def test_prior_log_prob_and_sample() -> None:
+    sde = ve_sde(0.01, 10.0)
+    std = math.sqrt(1 + 100.0)  # alpha^2 + sigma^2 at t = 1
+    z = sde.prior_sample((50_000, 2), generator=gen(5), dtype=torch.float64)
+    assert abs(z.std().item() - std) < 5 * std / math.sqrt(2 * 100_000)
+    lp = sde.prior_log_prob(torch.zeros(1, 2, dtype=torch.float64))
+    assert torch.allclose(lp, torch.tensor([-math.log(2 * math.pi * std**2)], dtype=torch.float64))
