@@ -73,6 +73,21 @@ def test_train_writes_config_metrics_and_checkpoint(run_dir, capsys):
     assert ck.step == 3 and ck.meta["extra"]["standardizer"] is not None
 
 
+def test_family_train_defaults_sit_under_file_and_flags(tmp_path):
+    from probpath.cli import build_parser, merge_config
+    from probpath.models import CNF
+
+    def merged(*extra):
+        return merge_config(build_parser().parse_args(["train", "--out", "r", *extra])).train
+
+    assert merged().batch_size == CNF.train_defaults["batch_size"] == 512
+    assert merged("--batch", "64").batch_size == 64
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("train:\n  batch_size: 32\n")
+    assert merged("--config", str(cfg_file)).batch_size == 32
+    assert merged("--config", str(cfg_file)).schedule == "cosine"  # the rest stays the family's
+
+
 def test_config_file_and_flags_combine_flags_win(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(

@@ -287,8 +287,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     std = _standardizer(run.standardizer)
     z, ladj = _to_model_space(std, x)
     t0 = time.perf_counter()
-    with _count_nfe(run.model) as c:
-        logp = model.log_prob(z, **lp_kwargs).detach() + ladj
+    with _count_nfe(run.model) as c, torch.no_grad():  # no graph across the whole solve
+        logp = model.log_prob(z, **lp_kwargs) + ladj
     nll = float(-logp.mean())
     se = float(logp.std() / math.sqrt(len(logp)))
     dim = int(x[0].numel())
@@ -360,6 +360,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .cli import main
+    from .models import CNF
 
     out = str(args.out)
     cfg = RunConfig(
@@ -375,12 +376,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         n_train=20_000,
         n_eval=2_000,
         train=TrainConfig(
-            steps=args.steps,
-            batch_size=256,
-            lr=2e-3,
-            schedule="cosine",
-            warmup_steps=50,
-            ema_decay=0.99,
+            **{**CNF.train_defaults, "steps": args.steps},
             eval_every=100,
             log_every=25,
             checkpoint_every=250,

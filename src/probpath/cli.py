@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="train a CNF on 8gaussians, plot it, print its metrics"
     )
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    d.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
+    d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_cmd("demo"))
     return parser
@@ -279,7 +279,9 @@ def _load_yaml(text: str) -> Any:
 
 
 def merge_config(args: argparse.Namespace) -> Any:
-    """``RunConfig`` from defaults, then ``--config FILE``, then the flags given."""
+    """``RunConfig`` from defaults (the family's ``train_defaults`` over ``TrainConfig``'s),
+    then ``--config FILE``, then the flags given."""
+    from .models import MODELS
     from .train.run import RunConfig
 
     base: dict[str, Any] = {}
@@ -293,8 +295,11 @@ def merge_config(args: argparse.Namespace) -> Any:
             raise ValueError(f"cannot read config file {args.config}: {e}") from None
         if not isinstance(base, dict):
             raise ValueError(f"{args.config} must hold a mapping of config keys")
-    cfg = RunConfig.from_dict(base)
     run = {k: getattr(args, f) for f, k in RUN_FLAGS.items() if getattr(args, f) is not None}
+    # A family may carry training defaults (``train_defaults``) that the file and flags override.
+    family = MODELS.get(run.get("model", base.get("model", RunConfig.model)))
+    base = {**base, "train": {**getattr(family, "train_defaults", {}), **(base.get("train") or {})}}
+    cfg = RunConfig.from_dict(base)
     train = {k: getattr(args, f) for f, k in TRAIN_FLAGS.items() if getattr(args, f) is not None}
     model = {k: getattr(args, f) for f, k in MODEL_FLAGS.items() if getattr(args, f) is not None}
     model.update(dict(args.set))

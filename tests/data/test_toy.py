@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from probpath.data import TOY_ENTROPY, TOY_NAMES, sample_toy, toy_log_prob
-from probpath.data.toy import (
-    _8G_CENTERS,
+from probpath.data._toy_density import (
     _log_2spirals,
     _log_moons,
     _log_pinwheel,
     _log_swissroll,
 )
+from probpath.data.toy import _8G_CENTERS
 
 # cheaper settings of the numerical densities for the grid test: (function, nodes)
 _REDUCED = {

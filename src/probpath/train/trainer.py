@@ -42,12 +42,17 @@ class TrainResult:
 
 
 def default_evaluate(model: nn.Module, data: Tensor, chunk: int = 2048) -> dict[str, float]:
-    """Held-out negative log-likelihood in nats, ``-mean(model.log_prob(x))``."""
+    """Held-out negative log-likelihood in nats, ``-mean(model.log_prob(x))``.
+
+    Runs under ``torch.no_grad()``: an ODE likelihood keeps no graph across its solve (whose
+    step count an untrained diffusion model can push into the thousands).
+    """
     p = next(model.parameters())
     total = 0.0
-    for xb in data.split(chunk):
-        xb = xb.to(device=p.device, dtype=p.dtype)
-        total += float(-model.log_prob(xb).detach().sum())  # type: ignore[operator]
+    with torch.no_grad():
+        for xb in data.split(chunk):
+            xb = xb.to(device=p.device, dtype=p.dtype)
+            total += float(-model.log_prob(xb).sum())  # type: ignore[operator]
     return {"nll": total / len(data)}
 
 

@@ -1,0 +1,264 @@
+"""Diffusion (DDPM): L_simple and every term of the ELBO of the DDPM chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from probpath.losses._common import Reduction, _check_out, _check_x, _reduce, _sqnorm
+from probpath.paths import DiscreteSchedule
+
+__all__ = [
+    "ddpm_decoder_nll",
+    "ddpm_kl_term",
+    "ddpm_nll_bound",
+    "ddpm_prior_kl",
+    "ddpm_simple_loss",
+]
+
+# The DDPM chain q(x_i | x_{i-1}) = N(sqrt(1 - beta_i) x_{i-1}, beta_i I), i = 1..T, is a
+# :class:`probpath.paths.DiscreteSchedule`; the network is an eps-predictor ``eps_model(x, t)``
+# called at the chain's times t = i / T with t of shape (batch,). The ELBO of the seeds
+# (lecture on DDPM, "ELBO of gaussian diffusion model"; Ho et al. 2020, eq. 5) is
+#
+#     -log p(x_0) <= L_0 + sum_{i=2}^T L_i + L_T,
+#     L_0 = -E_q log p(x_0 | x_1),   L_i = E_q KL(q(x_{i-1} | x_i, x_0) || p(x_{i-1} | x_i)),
+#     L_T = KL(q(x_T | x_0) || N(0, I)).
+
+Variance = Literal["beta", "beta_tilde"]
+Decoder = Literal["gaussian", "discretized"]
+
+
+def _chain_call(
+    eps_model: Callable[[Tensor, Tensor], Tensor], x: Tensor, i: Tensor, T: int
+) -> Tensor:
+    """``eps_model(x, i / T)`` with t of shape (batch,), checked to be shaped like x."""
+    t = (i.to(x.dtype) / T).expand(x.shape[0]).to(x.device)
+    return _check_out(eps_model(x, t), x, "eps_model(x, t)")
+
+
+def _pad(c: Tensor, x: Tensor) -> Tensor:
+    c = c.to(dtype=x.dtype, device=x.device)
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+def _steps(i: int | Tensor, batch: int) -> Tensor:
+    idx = torch.as_tensor(i)
+    return idx.expand(batch) if idx.dim() == 0 else idx
+
+
+def ddpm_simple_loss(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: DiscreteSchedule,
+    *,
+    generator: torch.Generator | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    r""":math:`L_\text{simple} = \mathbb E_{i\sim U\{1..T\},\,\varepsilon}\|\varepsilon -
+    \varepsilon_\theta(\sqrt{\bar\alpha_i}x_0 + \sqrt{1-\bar\alpha_i}\,\varepsilon,\ i/T)\|^2`.
+
+    Ho et al. (2020), eq. (14) and Algorithm 1; the seeds' "Simplified objective": the ELBO
+    term :math:`L_i` without its weight. One step ``i`` is drawn per example.
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(10))
+        >>> x0 = torch.zeros(4, 2)  # point mass at 0: E[eps | x_i] = x_i / sqrt(1 - abar_i)
+        >>> oracle = lambda x, t: x / chain(t).sigma[:, None]
+        >>> ddpm_simple_loss(oracle, x0, chain) < 1e-10
+        tensor(True)
+    """
+    _check_x(x0)
+    i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
+    mean_coef, var = schedule.marginal(i)
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    x_i = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * eps
+    return _reduce(_sqnorm(eps - _chain_call(eps_model, x_i, i, schedule.T)), reduction)
+
+
+def ddpm_prior_kl(x0: Tensor, schedule: DiscreteSchedule) -> Tensor:
+    r"""Prior term :math:`L_T = \mathrm{KL}(\mathcal N(\sqrt{\bar\alpha_T}x_0,
+    (1-\bar\alpha_T)I)\,\|\,\mathcal N(0, I))`, per example, shape ``(batch,)``.
+
+    Closed form :math:`\tfrac12\sum_j [\bar\alpha_T x_{0j}^2 + (1-\bar\alpha_T) - 1 -
+    \log(1-\bar\alpha_T)]`; no parameters, so DDPM does not train it.
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> ddpm_prior_kl(torch.zeros(1, 3), DiscreteSchedule(linear_betas(1000))) < 1e-4
+        tensor([True])
+    """
+    _check_x(x0)
+    abar = schedule.alphas_cumprod[-1].to(dtype=x0.dtype, device=x0.device)
+    d = x0[0].numel()
+    return 0.5 * (abar * _sqnorm(x0) - d * abar - d * torch.log1p(-abar))
+
+
+def _gaussian_kl(mu_q: Tensor, var_q: Tensor, mu_p: Tensor, var_p: Tensor) -> Tensor:
+    """KL(N(mu_q, var_q I) || N(mu_p, var_p I)) per example; variances of shape (batch,)."""
+    d = mu_q[0].numel()
+    ratio = var_q / var_p
+    return 0.5 * (d * (ratio - 1 - torch.log(ratio)) + _sqnorm(mu_q - mu_p) / var_p)
+
+
+def _model_variance(schedule: DiscreteSchedule, i: Tensor, variance: Variance) -> Tensor:
+    if variance == "beta":
+        return schedule.betas[i - 1]
+    if variance == "beta_tilde":
+        return schedule.posterior_coefficients(i)[2]
+    raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+
+
+def ddpm_kl_term(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: DiscreteSchedule,
+    i: int | Tensor,
+    *,
+    variance: Variance = "beta_tilde",
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""One ELBO term :math:`L_i = \mathrm{KL}(q(x_{i-1}\mid x_i, x_0)\,\|\,
+    p_\theta(x_{i-1}\mid x_i))`, i = 2..T, at one draw of :math:`x_i`; shape ``(batch,)``.
+
+    :math:`q = \mathcal N(\tilde\mu_i(x_i, x_0), \tilde\beta_i I)` (Ho et al. 2020, eq. 6-7),
+    :math:`p_\theta = \mathcal N(\mu_\theta, \sigma_i^2 I)` with :math:`\mu_\theta =
+    \tfrac{1}{\sqrt{\alpha_i}}(x_i - \tfrac{\beta_i}{\sqrt{1-\bar\alpha_i}}\varepsilon_\theta)`
+    and :math:`\sigma_i^2 = \tilde\beta_i` (``"beta_tilde"``, the seeds' choice) or
+    :math:`\beta_i`. The KL between the Gaussians is exact; with
+    :math:`\sigma_i^2 = \tilde\beta_i` it is the seeds' weighted form
+    :math:`\frac{(1-\alpha_i)^2}{2\tilde\beta_i\alpha_i(1-\bar\alpha_i)}
+    \|\varepsilon - \varepsilon_\theta\|^2`. ``i`` is an int or one step per example;
+    ``noise`` is the :math:`\varepsilon` of :math:`x_i` (drawn with ``generator`` if not given).
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(10))
+        >>> x0, noise = torch.zeros(1, 2), torch.ones(1, 2)
+        >>> exact = lambda x, t: torch.ones_like(x)  # predicts this very eps
+        >>> ddpm_kl_term(exact, x0, chain, 5, noise=noise)
+        tensor([0.])
+    """
+    _check_x(x0)
+    idx = _steps(i, x0.shape[0])
+    if idx.is_floating_point() or not bool(((idx >= 2) & (idx <= schedule.T)).all()):
+        raise ValueError(
+            f"the KL terms run over i = 2..T = 2..{schedule.T}, got {i}; "
+            "i = 1 is the decoder term (ddpm_decoder_nll)"
+        )
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    mean_coef, var = schedule.marginal(idx)
+    x_i = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * noise
+    eps = _chain_call(eps_model, x_i, idx, schedule.T)
+    x0_hat = (x_i - _pad(var.sqrt(), x0) * eps) / _pad(mean_coef, x0)
+    mu_q, var_q = schedule.posterior(idx, x_i, x0)
+    mu_p, _ = schedule.posterior(idx, x_i, x0_hat)
+    var_p = _model_variance(schedule, idx, variance).to(x0)
+    return _gaussian_kl(mu_q, var_q, mu_p, var_p)
+
+
+def _log_normal_bin(lo: Tensor, hi: Tensor) -> Tensor:
+    """log(Phi(hi) - Phi(lo)) for standardised edges lo < hi, stable in both tails."""
+    flip = lo > 0  # upper tail: Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)
+    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log(-torch.expm1((log_a - log_b).clamp(max=0.0)))
+
+
+def ddpm_decoder_nll(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: DiscreteSchedule,
+    *,
+    decoder: Decoder = "gaussian",
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Decoder term :math:`L_0 = -\log p_\theta(x_0\mid x_1)` at one draw of
+    :math:`x_1`; shape ``(batch,)``, nats.
+
+    :math:`p_\theta(x_0 \mid x_1)` has mean :math:`\mu_\theta(x_1, 1)` and variance
+    :math:`\sigma_1^2 = \beta_1` (:math:`\tilde\beta_1 = 0`, so the posterior variance cannot
+    serve here). ``"gaussian"``: the density :math:`\mathcal N(x_0; \mu_\theta, \beta_1 I)`,
+    for continuous data. ``"discretized"``: Ho et al. (2020, eq. 13) for 8-bit data scaled
+    to [-1, 1], the probability of the bin :math:`[x - 1/255, x + 1/255]` of each
+    coordinate, the outer bins extended to :math:`\pm\infty`; then the ELBO bounds a
+    discrete NLL.
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(1000))
+        >>> x0, zero = torch.tensor([[1.0, -1.0]]), lambda x, t: torch.zeros_like(x)
+        >>> nll = ddpm_decoder_nll(zero, x0, chain, decoder="discretized",
+        ...                        noise=torch.zeros(1, 2))
+        >>> import math
+        >>> # mu = x_0 (x_1 = sqrt(alpha_1) x_0, eps = 0); edge bins reach +-inf, so each
+        >>> # coordinate keeps Phi((1/255) / sqrt(beta_1)) = Phi(0.392) = 0.6525
+        >>> round(nll.item(), 3), round(-2 * math.log(0.6525), 3)
+        (0.854, 0.854)
+    """
+    _check_x(x0)
+    if decoder not in ("gaussian", "discretized"):
+        raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
+    if decoder == "discretized" and not bool(((x0 >= -1) & (x0 <= 1)).all()):
+        raise ValueError("the discretized decoder needs 8-bit data scaled to [-1, 1]")
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    one = torch.ones(x0.shape[0], dtype=torch.long)
+    mean_coef, var = schedule.marginal(one)
+    x1 = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * noise
+    eps = _chain_call(eps_model, x1, one, schedule.T)
+    beta1 = schedule.betas[0].to(x0)
+    mu = (x1 - beta1 / var.sqrt().to(x0)[0] * eps) / (1 - beta1).sqrt()
+    if decoder == "gaussian":
+        log_p = -0.5 * ((x0 - mu) ** 2 / beta1 + torch.log(2 * torch.pi * beta1))
+    else:
+        std, half = beta1.sqrt(), 1.0 / 255
+        lo = torch.where(x0 <= -1 + 1e-6, -torch.inf, (x0 - half - mu) / std)
+        hi = torch.where(x0 >= 1 - 1e-6, torch.inf, (x0 + half - mu) / std)
+        log_p = _log_normal_bin(lo, hi)
+    return -log_p.reshape(x0.shape[0], -1).sum(1)
+
+
+def ddpm_nll_bound(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    schedule: DiscreteSchedule,
+    *,
+    decoder: Decoder = "gaussian",
+    variance: Variance = "beta_tilde",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""The negative ELBO :math:`L_0 + \sum_{i=2}^T L_i + L_T \ge -\log p_\theta(x_0)`,
+    nats per example, shape ``(batch,)``.
+
+    Every term is evaluated (T network calls on the batch), each :math:`L_i` at one draw of
+    :math:`x_i`, so the result is an unbiased estimate of the bound; divide by
+    ``dim * ln 2`` for bits/dim (:func:`probpath.metrics.bits_per_dim`).
+
+    Example:
+        >>> from probpath.paths import DiscreteSchedule, linear_betas
+        >>> chain = DiscreteSchedule(linear_betas(50, 1e-3, 0.2))
+        >>> import math
+        >>> # data N(0, I): E[eps | x_i] = sqrt(1 - abar_i) x_i, and with sigma_i^2 = beta_i
+        >>> # the model is the exact reverse chain: the bound is the entropy log(2 pi e) = 2.84
+        >>> oracle = lambda x, t: chain(t).sigma[:, None] * x
+        >>> x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+        >>> g = torch.Generator().manual_seed(1)
+        >>> bound = ddpm_nll_bound(oracle, x0, chain, variance="beta", generator=g)
+        >>> abs(bound.mean().item() - math.log(2 * math.pi * math.e)) < 0.1  # 3 std errors
+        True
+    """
+    _check_x(x0)
+    total = ddpm_decoder_nll(eps_model, x0, schedule, decoder=decoder, generator=generator)
+    for i in range(2, schedule.T + 1):
+        total = total + ddpm_kl_term(
+            eps_model, x0, schedule, i, variance=variance, generator=generator
+        )
+    return total + ddpm_prior_kl(x0, schedule)
