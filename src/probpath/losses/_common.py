@@ -11,15 +11,6 @@ Reduction = Literal["mean", "none"]
 Score = Callable[[Tensor], Tensor]
 
 
-def _check_x(x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}.")
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a non-empty leading batch dimension, got {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}.")
-
-
 def _check_out(out: Tensor, x: Tensor, what: str = "score(x)") -> Tensor:
     if not isinstance(out, Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

@@ -8,8 +8,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from probpath.losses._common import Reduction, _check_out, _check_x, _reduce, _sqnorm
+from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import DiscreteSchedule
+from probpath.samplers._common import check_state
 
 __all__ = [
     "ddpm_decoder_nll",
@@ -72,7 +73,7 @@ def ddpm_simple_loss(
         >>> ddpm_simple_loss(oracle, x0, chain) < 1e-10
         tensor(True)
     """
-    _check_x(x0)
+    check_state(x0)
     i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
     mean_coef, var = schedule.marginal(i)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -92,7 +93,7 @@ def ddpm_prior_kl(x0: Tensor, schedule: DiscreteSchedule) -> Tensor:
         >>> ddpm_prior_kl(torch.zeros(1, 3), DiscreteSchedule(linear_betas(1000))) < 1e-4
         tensor([True])
     """
-    _check_x(x0)
+    check_state(x0)
     abar = schedule.alphas_cumprod[-1].to(dtype=x0.dtype, device=x0.device)
     d = x0[0].numel()
     return 0.5 * (abar * _sqnorm(x0) - d * abar - d * torch.log1p(-abar))
@@ -144,7 +145,7 @@ def ddpm_kl_term(
         >>> ddpm_kl_term(exact, x0, chain, 5, noise=noise)
         tensor([0.])
     """
-    _check_x(x0)
+    check_state(x0)
     idx = _steps(i, x0.shape[0])
     if idx.is_floating_point() or not bool(((idx >= 2) & (idx <= schedule.T)).all()):
         raise ValueError(
@@ -203,7 +204,7 @@ def ddpm_decoder_nll(
         >>> round(nll.item(), 3), round(-2 * math.log(0.6525), 3)
         (0.854, 0.854)
     """
-    _check_x(x0)
+    check_state(x0)
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
     if decoder == "discretized" and not bool(((x0 >= -1) & (x0 <= 1)).all()):
@@ -255,7 +256,7 @@ def ddpm_nll_bound(
         >>> abs(bound.mean().item() - math.log(2 * math.pi * math.e)) < 0.1  # 3 std errors
         True
     """
-    _check_x(x0)
+    check_state(x0)
     total = ddpm_decoder_nll(eps_model, x0, schedule, decoder=decoder, generator=generator)
     for i in range(2, schedule.T + 1):
         total = total + ddpm_kl_term(

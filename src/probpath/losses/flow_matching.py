@@ -7,8 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probpath.losses._common import Reduction, _check_out, _check_x, _reduce, _sqnorm
+from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import GaussianPath
+from probpath.samplers._common import check_state
 
 __all__ = ["conditional_flow_matching"]
 
@@ -58,7 +59,7 @@ def conditional_flow_matching(
         >>> conditional_flow_matching(lambda x, t: torch.ones_like(x), x0, path, x1=x1)
         tensor(0.)
     """
-    _check_x(x0)
+    check_state(x0)
     if x1 is None:
         x1 = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     elif x1.shape != x0.shape:

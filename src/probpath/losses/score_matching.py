@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from probpath.divergence import ProbeKind, exact_divergence, hutchinson_divergence, sample_probe
-from probpath.losses._common import Reduction, Score, _check_out, _check_x, _dsm, _reduce, _sqnorm
+from probpath.losses._common import Reduction, Score, _check_out, _dsm, _reduce, _sqnorm
+from probpath.samplers._common import check_state
 
 __all__ = [
     "denoising_score_matching",
@@ -33,7 +34,7 @@ def fisher_divergence(
         >>> fisher_divergence(lambda x: -x, lambda x: -x, x)
         tensor(0.)
     """
-    _check_x(x)
+    check_state(x)
     diff = _check_out(score(x), x) - _check_out(target_score(x), x, "target_score(x)")
     return _reduce(0.5 * _sqnorm(diff), reduction)
 
@@ -56,7 +57,7 @@ def implicit_score_matching(score: Score, x: Tensor, *, reduction: Reduction = "
         >>> torch.allclose(ism, -3.0 + 0.5 * (x**2).sum(1))
         True
     """
-    _check_x(x)
+    check_state(x)
     out, trace = exact_divergence(score, x, create_graph=torch.is_grad_enabled())
     return _reduce(trace + 0.5 * _sqnorm(out), reduction)
 
@@ -100,7 +101,7 @@ def sliced_score_matching(
         >>> torch.allclose(ssm, -3.0 + 0.5 * (x**2).sum(1))
         True
     """
-    _check_x(x)
+    check_state(x)
     if not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections must be a positive int, got {n_projections!r}.")
     batch = x.shape[0]
@@ -139,7 +140,7 @@ def denoising_score_matching(
         >>> denoising_score_matching(lambda x: -x / 0.25, x, 0.5, generator=g)
         tensor(0.)
     """
-    _check_x(x)
+    check_state(x)
     sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if sigma_t.dim() != 0 or not bool(sigma_t > 0) or not bool(torch.isfinite(sigma_t)):
         raise ValueError(
@@ -179,7 +180,7 @@ def noise_conditional_score_matching(
         >>> noise_conditional_score_matching(lambda x, s: -x / s[:, None] ** 2, x, sigmas)
         tensor(0.)
     """
-    _check_x(x)
+    check_state(x)
     if not isinstance(sigmas, Tensor) or sigmas.dim() != 1 or sigmas.numel() == 0:
         raise ValueError("sigmas must be a 1-D tensor of noise levels (sigma_1, ..., sigma_L).")
     if not bool((sigmas > 0).all()) or not bool(torch.isfinite(sigmas).all()):

@@ -7,8 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probpath.losses._common import Reduction, _check_out, _check_x, _dsm, _reduce
+from probpath.losses._common import Reduction, _check_out, _dsm, _reduce
 from probpath.paths import GaussianPath
+from probpath.samplers._common import check_state
 
 __all__ = ["WEIGHTINGS", "score_sde_loss"]
 
@@ -55,7 +56,7 @@ def score_sde_loss(
         >>> score_sde_loss(score, x0, path).abs().item() < 1e-10
         True
     """
-    _check_x(x0)
+    check_state(x0)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
     if not 0.0 < t_min < 1.0:
