@@ -13,19 +13,9 @@ from importlib.metadata import entry_points
 
 import numpy as np
 import pytest
-import torch
 
 from probpath.cli import main
 from probpath.train import RunConfig, load_checkpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # `--threads 1` below sets torch's process-wide thread count: restore it afterwards.
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 TINY = [
     "--threads",

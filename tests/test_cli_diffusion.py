@@ -10,16 +10,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from probpath.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(model: str, *sets: str) -> list[str]:

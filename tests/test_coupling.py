@@ -13,14 +13,6 @@ from scipy.optimize import linear_sum_assignment
 from probpath.coupling import linear_assignment, ot_coupling, pairing_cost
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def brute_force(cost: np.ndarray) -> float:
     n = cost.shape[0]
     return min(cost[np.arange(n), list(p)].sum() for p in itertools.permutations(range(n)))

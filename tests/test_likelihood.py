@@ -17,16 +17,6 @@ from probpath.likelihood import (
 )
 from probpath.nets import MLP
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny problems: intra-op threads only add overhead (and stall on a shared machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 # dopri5's global error at tolerance 1e-10 on these O(1) problems is ~1e-9; 1e-7 leaves
 # two orders of magnitude for the error's growth factor exp(L·T) with L ≤ 2, T = 1.

@@ -13,15 +13,6 @@ from probpath.likelihood import standard_normal_log_prob
 from probpath.models import CNF, GenerativeModel, build
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny problems: intra-op threads only add overhead (and stall on a shared machine)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def grid_mass(model: CNF, half_width: float, n: int = 200) -> float:
     """Trapezoid rule for ∫ p over [-w, w]² on an n×n grid."""
     u = torch.linspace(-half_width, half_width, n)

@@ -16,14 +16,6 @@ MEAN = torch.tensor([1.0, -0.5], dtype=D64)
 COV = torch.tensor([[0.6, 0.2], [0.2, 0.3]], dtype=D64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def analytic_model(law: GaussianMixture, path: str, **kw) -> FlowMatching:
     """A flow-matching model whose 'network' is the exact marginal velocity of ``law``."""
     model = FlowMatching(dim=2, path=path, net=law.velocity, **kw).double()

@@ -8,7 +8,6 @@ For an MLP field the references are backprop through ``odeint`` and central diff
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,16 +22,6 @@ F64 = torch.float64
 # what a wrong adjoint term (O(1) error) would give.
 TOL = dict(rtol=1e-10, atol=1e-10)
 GRAD_TOL = 1e-6
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # The problems here are tiny: intra-op threads only add synchronisation, which on a
-    # loaded 2-core machine costs seconds per test. Restored afterwards.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _linear_problem(seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:

@@ -60,15 +60,6 @@ class DiagGaussian(nn.Module):
         return self.mu + self.log_std.exp() * eps
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP contention on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data(n: int = 203, seed: int = 0) -> Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 2, generator=g, dtype=torch.float64) * torch.tensor([0.5, 2.0]) + 1.0

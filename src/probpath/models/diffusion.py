@@ -27,13 +27,13 @@ How a family plugs in (DDPM, NCSN, flow matching, the score SDE):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from probpath import likelihood
+from probpath.models._sampling import SamplerDispatch, SamplerSpec
 from probpath.models.base import LossOutput
 from probpath.nets import MLP
 from probpath.parametrize import KINDS, convert_model
@@ -44,27 +44,7 @@ from probpath.sdes import SDE
 
 __all__ = ["DiffusionModel", "SamplerSpec"]
 
-Runner = Callable[[Any, Tensor, "int | None", "torch.Generator | None", dict], Any]
-"""``run(model, x_T, steps, generator, options) -> (samples, nfe)``; the model is any family
-(a DiffusionModel subclass, or e.g. an EBM reusing SamplerSpec)."""
 _FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A sampler a model accepts: ``run(model, x_T, steps, generator, options) -> (x, nfe)``.
-
-    ``nfe_per_step(options)`` converts an NFE budget to steps (``None``: adaptive, the
-    budget cannot be set); ``takes`` names the kind the sampler reads (for the docs);
-    ``default_steps`` is used when ``steps`` is None; ``options`` names the solver options
-    (``method``, ``rtol``, ``atol``) the CLI may pass through to ``run``.
-    """
-
-    run: Runner
-    nfe_per_step: Callable[[dict[str, Any]], int | None]
-    takes: str
-    default_steps: int | None
-    options: tuple[str, ...] = ()
 
 
 def _run_euler_maruyama(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
@@ -95,7 +75,7 @@ def _pf_ode_nfe(o: dict[str, Any]) -> int | None:
     return _FIXED_NFE.get(o.get("method", "heun"))
 
 
-class DiffusionModel(nn.Module):
+class DiffusionModel(SamplerDispatch, nn.Module):
     """A network on a Gaussian path, in any parametrisation, with every sampler.
 
     Args:
@@ -210,32 +190,12 @@ class DiffusionModel(nn.Module):
         )
 
     # --- sampling -----------------------------------------------------------------------
-    @property
-    def samplers(self) -> tuple[str, ...]:
-        """Names accepted by :meth:`sample`."""
-        return tuple(sorted(self.SAMPLERS))
-
     def time_grid(self, steps: int, like: Tensor | None = None) -> Tensor:
         """``steps + 1`` equally spaced times from ``t_max`` down to ``t_min``."""
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         ref = self._anchor if like is None else like
         return torch.linspace(self.t_max, self.t_min, steps + 1, dtype=ref.dtype, device=ref.device)
-
-    def steps_for_nfe(self, sampler: str, nfe: int, **options: Any) -> int:
-        """The number of steps of ``sampler`` that spends at most ``nfe`` evaluations."""
-        per = self._spec(sampler).nfe_per_step(options)
-        if per is None:
-            raise ValueError(f"sampler {sampler!r} with {options} is adaptive: set rtol/atol")
-        return max(1, nfe // per)
-
-    def _spec(self, sampler: str) -> SamplerSpec:
-        if sampler not in self.SAMPLERS:
-            raise ValueError(
-                f"unknown sampler {sampler!r}; {type(self).__name__} accepts "
-                f"{', '.join(self.samplers)}"
-            )
-        return self.SAMPLERS[sampler]
 
     def prior_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws of the prior at t_max, N(0, (alpha^2 + sigma^2) I)."""
@@ -244,39 +204,13 @@ class DiffusionModel(nn.Module):
             (n, self.dim), t=self.t_max, generator=generator, dtype=a.dtype, device=a.device
         )
 
+    def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Samplers start from the prior (:meth:`prior_sample`)."""
+        return self.prior_sample(n, generator=generator)
+
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, (alpha(t_max)^2 + sigma(t_max)^2) I), shape (batch,)."""
         return self.sde.prior_log_prob(z, t=self.t_max)
-
-    def sample_with_nfe(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        **options: Any,
-    ) -> tuple[Tensor, int]:
-        """``n`` samples of shape (n, dim) and the NFE spent; ``options`` go to the sampler."""
-        spec = self._spec(sampler or self.default_sampler)
-        x, nfe = spec.run(
-            self, self.prior_sample(n, generator=generator), steps, generator, options
-        )
-        return x, int(nfe)
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        **options: Any,
-    ) -> Tensor:
-        """``n`` samples, shape (n, dim) (see :meth:`sample_with_nfe` for the NFE)."""
-        return self.sample_with_nfe(
-            n, generator=generator, sampler=sampler, steps=steps, **options
-        )[0]
 
     # --- exact likelihood along the PF-ODE -----------------------------------------------
     def log_prob(

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from probpath import losses
+from probpath.models._sampling import SamplerDispatch, SamplerSpec
 from probpath.models.base import LossOutput
-from probpath.models.diffusion import SamplerSpec
 from probpath.nets import MLP
 from probpath.samplers import langevin
 
@@ -40,7 +40,7 @@ def _run_langevin(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
     return langevin(m.score, x, ts, step_size=step_size, generator=g, **o)
 
 
-class EBM(nn.Module):
+class EBM(SamplerDispatch, nn.Module):
     """A scalar energy MLP E_θ(x) fitted by score matching, sampled by Langevin dynamics.
 
     Args:
@@ -101,15 +101,6 @@ class EBM(nn.Module):
     }
     default_sampler: ClassVar[str] = "langevin"
 
-    @property
-    def samplers(self) -> tuple[str, ...]:
-        """Names accepted by :meth:`sample`: Langevin dynamics on the score -∇E."""
-        return tuple(self.SAMPLERS)
-
-    def steps_for_nfe(self, sampler: str, nfe: int, **options: Any) -> int:
-        """Langevin spends one score evaluation per step."""
-        return max(1, nfe)
-
     def _check(self, x: Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
@@ -145,39 +136,12 @@ class EBM(nn.Module):
             loss = losses.denoising_score_matching(score, x, c["noise_sigma"], generator=generator)
         return loss, {c["objective"]: float(loss.detach())}
 
-    def sample_with_nfe(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        **options: Any,
-    ) -> tuple[Tensor, int]:
-        """``n`` Langevin samples started from N(0, init_std² I) and the NFE (score
-        evaluations); ``options`` (e.g. ``step_size``) go to :func:`probpath.samplers.langevin`."""
-        if sampler not in (None, *self.SAMPLERS):
-            raise ValueError(f"an EBM is sampled by 'langevin', got {sampler!r}")
+    def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """Langevin chains start from N(0, init_std² I)."""
         p = next(self.parameters())
-        x = self.config["init_std"] * torch.randn(
+        return self.config["init_std"] * torch.randn(
             n, self.dim, generator=generator, dtype=p.dtype, device=p.device
         )
-        x, nfe = _run_langevin(self, x, steps, generator, options)
-        return x, int(nfe)
-
-    def sample(
-        self,
-        n: int,
-        *,
-        generator: torch.Generator | None = None,
-        sampler: str | None = None,
-        steps: int | None = None,
-        **options: Any,
-    ) -> Tensor:
-        """``n`` samples, shape (n, dim) (Langevin: biased by O(step_size))."""
-        return self.sample_with_nfe(
-            n, generator=generator, sampler=sampler, steps=steps, **options
-        )[0]
 
     def grid(self) -> tuple[Tensor, float]:
         """The quadrature points of :meth:`log_prob`, shape (grid_size², 2), and the cell area."""
