@@ -1,18 +1,18 @@
 """DDPM samplers (ancestral, DDIM) and NCSN annealed Langevin on 2-D toys, side by side
 with diffusers' DDPMScheduler and DDIMScheduler driving the same network.
 
-For 8gaussians and checkerboard (standardised; all metrics in the standardised space):
-a DDPM (eps-MLP 128x3, linear betas, T = 1000, L_simple) and an NCSN (10 geometric levels,
-eps/sigma parametrisation, weighted DSM) are trained with probpath.train. On 1024 samples:
-the energy distance to 1024 held-out points beside its noise floor (mean, std over 5 pairs
-of true samples), for ancestral (1000 steps), DDIM (50, 20, 10) and annealed Langevin; the
-DDPM NLL bound (ELBO, nats in data space) beside the true entropy. diffusers drives the
-same network on the same starting batch x_T (1024 x 2): sample statistics must agree
-within noise; per-step overhead = (loop wall - steps x network time) / steps, the network
-time and both loops timed in interleaved rounds under torch.no_grad().
+For 8gaussians and checkerboard (standardised; all metrics in the standardised space): a
+DDPM (eps-MLP 128x3 or --hidden, linear betas, T = 1000, L_simple) and an NCSN (10 geometric
+levels, eps/sigma parametrisation, weighted DSM) are trained with probpath.train. On 1024
+samples: the energy distance to 1024 held-out points beside its noise floor (mean, std over
+5 pairs of true samples), for ancestral (1000 steps), DDIM (50, 20, 10) and annealed
+Langevin; the DDPM NLL bound (ELBO, nats in data space) beside the true entropy. diffusers
+drives the same network on the same starting batch x_T (1024 x 2): sample statistics must
+agree within noise; per-step overhead = (loop wall - steps x network time) / steps, the
+network time and both loops timed in interleaved rounds under torch.no_grad().
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
-        .venv/bin/python -m benchmarks.bench_ddpm [--quick] [--threads 2]
+        .venv/bin/python -m benchmarks.bench_ddpm [--quick] [--threads 2] [--hidden 64,64,64]
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def energy(x: Tensor, ref: Tensor) -> float:
     return metrics.energy_distance(x.double(), ref.double())
 
 
-def run_dataset(name: str, quick: bool, repeats: int) -> dict[str, Any]:
+def run_dataset(name: str, quick: bool, repeats: int, hidden: tuple[int, ...]) -> dict[str, Any]:
     raw = sample_toy(name, 20000 + N, generator=0)
     std = Standardizer.fit(raw[:20000])
     train_x, held = std.forward(raw[:20000]), std.forward(raw[20000:])
@@ -67,8 +67,8 @@ def run_dataset(name: str, quick: bool, repeats: int) -> dict[str, Any]:
 
     floor = metrics.noise_floor(metrics.energy_distance, truth, N, repeats=5)
     torch.manual_seed(0)
-    ddpm = DDPM(dim=2, hidden=(128, 128, 128))
-    ncsn = NCSN(dim=2, hidden=(128, 128, 128), sigma_max=5.0)
+    ddpm = DDPM(dim=2, hidden=hidden)
+    ncsn = NCSN(dim=2, hidden=hidden, sigma_max=5.0)
     steps = 400 if quick else 4000
     t_ddpm, t_ncsn = fit(ddpm, train_x, steps, 0), fit(ncsn, train_x, steps, 1)
     ddpm.eval()
@@ -190,10 +190,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short training, 3 timing rounds")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument(
+        "--hidden", default="128,128,128", help="widths of both eps-MLPs (default 128,128,128)"
+    )
     args = p.parse_args()
+    hidden = tuple(int(w) for w in args.hidden.split(","))
     env = setup(threads=args.threads)
     repeats = 3 if args.quick else 7
-    results = [run_dataset(name, args.quick, repeats) for name in ("8gaussians", "checkerboard")]
+    results = [
+        run_dataset(name, args.quick, repeats, hidden) for name in ("8gaussians", "checkerboard")
+    ]
     for r in results:
         f = r["noise_floor"]
         print(f"\n{r['dataset']}: noise floor {f['mean']:.4f} +- {f['std']:.4f}")
@@ -209,7 +215,10 @@ def main() -> None:
         print(
             f"  1000-step wall {w['probpath']:.2f} s vs {w['diffusers']:.2f} s: x{w['ratio']:.2f}"
         )
-    path = write_results("ddpm_quick" if args.quick else "ddpm", {"env": env, "results": results})
+    name = ("ddpm_quick" if args.quick else "ddpm") + (
+        "" if hidden == (128, 128, 128) else "_h" + "x".join(map(str, hidden))
+    )
+    path = write_results(name, {"env": env, "hidden": list(hidden), "results": results})
     print(f"wrote {path}")
 
 

@@ -7,7 +7,9 @@
    minibatch assignment) with ``torch.optim.Adam`` and with ``Adam(fused=True)``; torchcfm's
    ``ConditionalFlowMatcher`` and ``ExactOptimalTransportConditionalFlowMatcher`` (sigma=0,
    POT's exact EMD plan); flow_matching's ``AffineProbPath(CondOTScheduler())``. Timed
-   round-robin (``interleave``); ratios are medians of within-round ratios.
+   round-robin (``interleave``); ratios are medians of within-round ratios. Beside it, the
+   exact pairing alone (``bench_coupling``): ``ot_coupling`` with the POT and scipy
+   backends against torchcfm's ``OTPlanSampler("exact")``, milliseconds per batch.
 2. Test NLL. probpath ``FlowMatching`` (default network, I-CFM) trained for a wall-clock
    budget on 8gaussians, moons, pinwheel and checkerboard in the data's own units; the
    exact NLL (dopri5, exact trace) of held-out points against the entropy (TOY_ENTROPY).
@@ -44,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks._timing import RESULTS, interleave, setup, write_results
+from probpath.coupling import ot_coupling
 from probpath.data import TOY_ENTROPY, sample_toy, toy_log_prob
 from probpath.metrics import energy_distance, noise_floor
 from probpath.models import FlowMatching
@@ -165,6 +168,26 @@ def bench_speed(data: str, repeats: int) -> dict[str, Any]:
     return out
 
 
+def bench_coupling(data: str, repeats: int) -> dict[str, Any]:
+    """Milliseconds per exact minibatch OT pairing (batch 256, data against noise):
+    probpath's ``ot_coupling`` by backend, and torchcfm's ``OTPlanSampler("exact")``
+    (cdist, POT's ``ot.emd``, drawing the pairs from the plan)."""
+    from torchcfm.optimal_transport import OTPlanSampler
+
+    draw, plan = _batch_fn(sample_toy(data, 100_000, generator=0)), OTPlanSampler("exact")
+    fns: dict[str, Callable[[], Any]] = {
+        f"probpath_{b}": lambda b=b: ot_coupling(draw(), torch.randn(BATCH, 2), backend=b)
+        for b in ("pot", "scipy")
+    }
+    fns["torchcfm"] = lambda: plan.sample_plan(torch.randn(BATCH, 2), draw())
+    times = interleave(fns, repeats=repeats, min_time=0.2)
+    out: dict[str, Any] = {"ms": {k: 1e3 * statistics.median(v) for k, v in times.items()}}
+    out["speedup_pot/torchcfm"] = statistics.median(
+        b / a for a, b in zip(times["probpath_pot"], times["torchcfm"], strict=True)
+    )
+    return out
+
+
 def train_fm(
     data: str, seconds: float, *, seed: int = 0, lr: float = 2e-3, batch: int = BATCH
 ) -> tuple[Any, int]:
@@ -276,7 +299,8 @@ def main() -> None:
     result.update(env=env, batch=BATCH, train_seconds=seconds)
     if not args.skip_speed:
         result["speed"] = {d: bench_speed(d, 3 if quick else 15) for d in ("8gaussians", "moons")}
-        print(json.dumps(result["speed"], indent=1))
+        result["coupling"] = {d: bench_coupling(d, 3 if quick else 15) for d in sets}
+        print(json.dumps({k: result[k] for k in ("speed", "coupling")}, indent=1))
     if not args.skip_nll:
         result["nll"] = {}
     for d in () if args.skip_nll else sets:

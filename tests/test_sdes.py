@@ -120,3 +120,17 @@ def test_prior_log_prob_and_sample() -> None:
     assert abs(z.std().item() - std) < 5 * std / math.sqrt(2 * 100_000)
     lp = sde.prior_log_prob(torch.zeros(1, 2, dtype=torch.float64))
     assert torch.allclose(lp, torch.tensor([-math.log(2 * math.pi * std**2)], dtype=torch.float64))
+
+
+def test_one_time_for_the_batch_matches_per_row_times() -> None:
+    # a 0-dim or expanded time is evaluated once; results equal the per-row evaluation
+    sde = subvp_sde()
+    y = torch.randn(4, 3, generator=gen(0), dtype=torch.float64)
+    t0 = torch.tensor(0.4, dtype=torch.float64)
+    rows = torch.full((4,), 0.4, dtype=torch.float64)
+    f, g = sde.f_and_g()
+    for t in (t0, t0.expand(4)):
+        torch.testing.assert_close(f(t, y), f(rows, y))
+        torch.testing.assert_close(g(t, y), g(rows, y))
+    assert sde.diffusion_sq(t0.expand(4)).shape == (4,)
+    torch.testing.assert_close(sde.diffusion_sq(t0.expand(4)), sde.diffusion_sq(rows))

@@ -15,6 +15,7 @@ Example:
     0.367879
 """
 
+from probpath import guidance
 from probpath.likelihood import ode_log_prob, sample_with_log_prob
 from probpath.models import MODELS, build
 from probpath.paths import GaussianPath, make_schedule
@@ -28,6 +29,7 @@ __all__ = [
     "SolverStats",
     "__version__",
     "build",
+    "guidance",
     "make_schedule",
     "ode_log_prob",
     "odeint",

@@ -7,7 +7,9 @@ One clock everywhere: t = 0 is data, t = 1 is noise, and
 
 from __future__ import annotations
 
+import abc
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,9 @@ __all__ = [
     "VPCosineSchedule",
     "VPSchedule",
     "as_time",
+    "evaluate",
+    "interpolate",
+    "shared_time",
 ]
 
 
@@ -28,19 +33,73 @@ def as_time(t: Tensor | float, *, dtype: torch.dtype | None = None) -> Tensor:
     """Return ``t`` as a floating tensor, after checking that it lies in [0, 1].
 
     Raises ``ValueError`` for NaN/inf or values outside [0, 1] (t = 0 is data,
-    t = 1 is noise; a DDPM index i = 1..T is the time i / T).
+    t = 1 is noise; a DDPM index i = 1..T is the time i / T). The check costs one
+    reduction and one host read (none for a Python number).
     """
     if not isinstance(t, Tensor):
+        ok = 0.0 <= float(t) <= 1.0
         t = torch.as_tensor(t, dtype=dtype or torch.get_default_dtype())
-    elif not t.is_floating_point():
-        t = t.to(dtype or torch.get_default_dtype())
-    if not bool(((t >= 0) & (t <= 1)).all()):
+    else:
+        if not t.is_floating_point():
+            t = t.to(dtype or torch.get_default_dtype())
+        if t.numel() == 1:
+            ok = 0.0 <= float(t) <= 1.0
+        elif t.numel() == 0:
+            ok = True
+        else:  # NaN propagates through aminmax and fails both comparisons
+            lo, hi = torch.aminmax(t.detach())
+            ok = float(lo) >= 0.0 and float(hi) <= 1.0
+    if not ok:
         bad = t[~((t >= 0) & (t <= 1))].flatten()[:3].tolist()
         raise ValueError(
             f"t must lie in [0, 1] (0 = data, 1 = noise), got values such as {bad}; "
             "for a DDPM index i in 1..T pass t = i / T"
         )
     return t
+
+
+def shared_time(t: Tensor) -> Tensor:
+    """A batch of times that repeats one time as that time (0-dim); any other ``t`` as is.
+
+    The samplers call models with ``t.expand(batch)``, a view with stride 0: evaluating
+    a schedule on the one underlying time instead of on every row gives the same
+    coefficients (they broadcast against ``x``) for a handful of 0-dim operations.
+
+    >>> shared_time(torch.tensor(0.5).expand(3)).shape
+    torch.Size([])
+    """
+    if t.dim() == 1 and t.shape[0] > 0 and t.stride(0) == 0:
+        return t[0]
+    return t
+
+
+def evaluate(schedule: Callable[[Tensor], ScheduleOutput], t: Tensor) -> ScheduleOutput:
+    """``schedule(t)`` for a ``t`` the caller already knows lies in [0, 1] (drawn there, or
+    checked once): the built-in schedules then skip :func:`as_time`'s check."""
+    if isinstance(schedule, _ClosedForm):
+        return schedule._coefficients(t)
+    return schedule(t)
+
+
+def interpolate(
+    schedule: Callable[[Tensor], ScheduleOutput], x0: Tensor, x1: Tensor, t: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(x_t, u_t) = (alpha x_0 + sigma x_1, alpha' x_0 + sigma' x_1)`` at a time ``t`` (0-dim
+    or (batch,)) the caller knows lies in [0, 1]: the point of the path between the pair
+    and its time derivative, the flow-matching target (Lipman et al. 2023, eq. 15).
+
+    >>> x0, x1 = torch.zeros(1, 2), torch.ones(1, 2)
+    >>> interpolate(CondOTSchedule(), x0, x1, torch.tensor([0.25]))
+    (tensor([[0.2500, 0.2500]]), tensor([[1., 1.]]))
+    """
+    if isinstance(schedule, _ClosedForm):
+        return schedule._interpolate(x0, x1, t)
+    return _affine(schedule(t), x0, x1)
+
+
+def _affine(s: ScheduleOutput, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+    c = s.expand_like(x0)
+    return torch.addcmul(c.alpha * x0, c.sigma, x1), torch.addcmul(c.d_alpha * x0, c.d_sigma, x1)
 
 
 @dataclass(frozen=True)
@@ -89,6 +148,22 @@ class ScheduleOutput:
         )
 
 
+class _ClosedForm(abc.ABC):
+    """A schedule given in closed form: ``schedule(t)`` checks t once (:func:`as_time`),
+    then evaluates ``_coefficients(t)``, which :func:`evaluate` calls directly."""
+
+    def __call__(self, t: Tensor | float) -> ScheduleOutput:
+        return self._coefficients(as_time(t))
+
+    @abc.abstractmethod
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
+        """``(alpha, sigma, alpha', sigma')`` at a floating ``t`` known to lie in [0, 1]."""
+
+    def _interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """:func:`interpolate` (a schedule may override it with a cheaper closed form)."""
+        return _affine(self._coefficients(t), x0, x1)
+
+
 def _vp_sigma(alpha: Tensor, d_alpha: Tensor, log_alpha2: Tensor) -> tuple[Tensor, Tensor]:
     """sigma = sqrt(1 - alpha^2) (computed as sqrt(-expm1(log alpha^2))) and its derivative."""
     sigma = torch.sqrt(-torch.expm1(log_alpha2))
@@ -96,7 +171,7 @@ def _vp_sigma(alpha: Tensor, d_alpha: Tensor, log_alpha2: Tensor) -> tuple[Tenso
 
 
 @dataclass(frozen=True)
-class CondOTSchedule:
+class CondOTSchedule(_ClosedForm):
     """Conditional optimal-transport path of flow matching (Lipman et al. 2023, eq. 20).
 
     ``alpha(t) = 1 - t``, ``sigma(t) = sigma_min + (1 - sigma_min) t``. The paper
@@ -114,19 +189,31 @@ class CondOTSchedule:
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"CondOT needs 0 <= sigma_min < 1, got {self.sigma_min}")
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        t = as_time(t)
-        one = torch.ones_like(t)
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
+        slope = 1.0 - self.sigma_min
+        sigma = t * slope
+        if self.sigma_min != 0.0:
+            sigma = sigma + self.sigma_min
         return ScheduleOutput(
             alpha=1 - t,
-            sigma=self.sigma_min + (1 - self.sigma_min) * t,
-            d_alpha=-one,
-            d_sigma=(1 - self.sigma_min) * one,
+            sigma=sigma,
+            d_alpha=torch.full_like(t, -1.0),
+            d_sigma=torch.full_like(t, slope),
         )
+
+    def _interpolate(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        # x_t = lerp(x0, x1, t) + sigma_min (1 - t) x1, u = (1 - sigma_min) x1 - x0:
+        # two operations on the batch when sigma_min = 0 (exact at t = 0 and t = 1)
+        w = t.to(x0.dtype).reshape(t.shape + (1,) * (x0.ndim - t.ndim))
+        x_t = torch.lerp(x0, x1, w)
+        if self.sigma_min == 0.0:
+            return x_t, x1 - x0
+        x_t = torch.addcmul(x_t, 1 - w, x1, value=self.sigma_min)
+        return x_t, torch.sub(x1 * (1 - self.sigma_min), x0)
 
 
 @dataclass(frozen=True)
-class VPSchedule:
+class VPSchedule(_ClosedForm):
     """Variance-preserving path with linear beta(t) (Song et al. 2021, eq. 11 and 33).
 
     ``beta(t) = beta_min + t (beta_max - beta_min)``, ``alpha(t) = exp(-B(t)/2)``
@@ -154,12 +241,13 @@ class VPSchedule:
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def _alpha(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        log_alpha2 = -(self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min))
-        alpha = torch.exp(0.5 * log_alpha2)
-        return alpha, -0.5 * self.beta(t) * alpha, log_alpha2
+        beta = self.beta(t)
+        log_alpha2 = (beta + self.beta_min) * t * -0.5  # -(beta_min t + t^2 (b_max - b_min)/2)
+        alpha = torch.exp(log_alpha2 * 0.5)
+        return alpha, beta * alpha * -0.5, log_alpha2
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        alpha, d_alpha, log_alpha2 = self._alpha(as_time(t))
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
+        alpha, d_alpha, log_alpha2 = self._alpha(t)
         sigma, d_sigma = _vp_sigma(alpha, d_alpha, log_alpha2)
         return ScheduleOutput(alpha, sigma, d_alpha, d_sigma)
 
@@ -174,13 +262,13 @@ class SubVPSchedule(VPSchedule):
     tensor([0.])
     """
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        alpha, d_alpha, log_alpha2 = self._alpha(as_time(t))
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
+        alpha, d_alpha, log_alpha2 = self._alpha(t)
         return ScheduleOutput(alpha, -torch.expm1(log_alpha2), d_alpha, -2 * alpha * d_alpha)
 
 
 @dataclass(frozen=True)
-class VPCosineSchedule:
+class VPCosineSchedule(_ClosedForm):
     """Cosine VP path (Nichol & Dhariwal 2021, eq. 17) in continuous time.
 
     ``alpha_bar(t) = f(t) / f(0)``, ``f(t) = cos^2((t + s)/(1 + s) pi/2)``,
@@ -200,8 +288,7 @@ class VPCosineSchedule:
         if not self.s > 0:
             raise ValueError(f"the cosine offset s must be > 0, got {self.s}")
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        t = as_time(t)
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
         c = math.pi / (2 * (1 + self.s))
         cos0 = math.cos(self.s * c)
         # cos((t + s) c) written as sin((1 - t) c), so that alpha(1) = 0 exactly
@@ -212,7 +299,7 @@ class VPCosineSchedule:
 
 
 @dataclass(frozen=True)
-class VESchedule:
+class VESchedule(_ClosedForm):
     """Variance-exploding geometric path of NCSN (Song & Ermon 2019; Song et al. 2021).
 
     ``alpha = 1``, ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``, so
@@ -233,8 +320,7 @@ class VESchedule:
                 f"VE needs 0 < sigma_min < sigma_max, got ({self.sigma_min}, {self.sigma_max})"
             )
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        t = as_time(t)
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * torch.exp(t * log_ratio)
         return ScheduleOutput(torch.ones_like(t), sigma, torch.zeros_like(t), sigma * log_ratio)

@@ -36,6 +36,7 @@ MODEL_FLAGS = {
     "sde": "sde",
     "path": "path",
     "ot_coupling": "ot_coupling",
+    "p_uncond": "p_uncond",
 }
 TRAIN_FLAGS = {
     "steps": "steps",
@@ -58,6 +59,7 @@ RUN_FLAGS = {
     "n_train": "n_train",
     "n_eval": "n_eval",
     "standardize": "standardize",
+    "label_column": "label_column",
 }
 
 
@@ -74,6 +76,14 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), _parse_value(value)
+
+
+def _column(text: str) -> int | str:
+    """``--label-column``: a 0-based index (an integer) or a CSV header name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _int_list(text: str) -> list[int]:
@@ -124,13 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--model", choices=sorted(MODELS), help="model family (default cnf)")
     t.add_argument(
-        "--data", help="toy set name (e.g. 8gaussians) or data file (default 8gaussians)"
+        "--data",
+        help="toy set name (e.g. 8gaussians), digits (sklearn's 8x8 images) or data file "
+        "(default 8gaussians)",
     )
     t.add_argument("--out", required=True, type=Path, help="run folder")
     t.add_argument("--config", type=Path, help="YAML/JSON file with the same keys as config.json")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--n-train", type=int, help="training rows (default 20000)")
-    t.add_argument("--n-eval", type=int, help="held-out rows (default 5000)")
+    t.add_argument(
+        "--n-train",
+        type=int,
+        help="training rows (default: 20000 of a toy set; the rest of a file or digits)",
+    )
+    t.add_argument(
+        "--n-eval",
+        type=int,
+        help="held-out rows (default: 5000 of a toy set; 20%% of a file or digits)",
+    )
     t.add_argument(
         "--standardize",
         action=argparse.BooleanOptionalAction,
@@ -165,6 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="minibatch optimal-transport pairs (--model fm)",
     )
+    c = t.add_argument_group("labels (conditional models and classifiers)")
+    c.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train a conditional diffusion-family model on labelled data (n_classes from "
+        "the data; enables classifier-free guidance)",
+    )
+    c.add_argument("--p-uncond", type=float, help="probability of dropping the label (default 0.1)")
+    c.add_argument(
+        "--label-column",
+        type=_column,
+        help="the label column of a data file: 0-based index or CSV header name",
+    )
+    c.add_argument(
+        "--like",
+        type=Path,
+        metavar="RUN",
+        help="--model noisy-classifier: the diffusion run it will guide; copies its path, "
+        "data, label column, sizes, seed and standardisation",
+    )
     m.add_argument(
         "--set",
         type=_key_value,
@@ -186,6 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    gd = s.add_argument_group("guidance (diffusion family; see docs/guidance.md)")
+    gd.add_argument("--label", help="sample this class (a label of the run's data)")
+    gd.add_argument(
+        "--guidance",
+        choices=["cfg", "classifier"],
+        help="classifier-free (a --conditional run) or classifier guidance (default: "
+        "classifier with --classifier, else cfg)",
+    )
+    gd.add_argument("--scale", type=float, help="guidance scale gamma (default 1: p(x | y))")
+    gd.add_argument(
+        "--classifier", type=Path, metavar="RUN", help="a noisy-classifier run on the same path"
+    )
     _add_sampler_flags(s)
     _add_solver_flags(s)
     s.set_defaults(func=_cmd("sample"))
@@ -256,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("probpath: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, NonFiniteLossError, SolverError) as e:
+    except (ValueError, TypeError, OSError, ImportError, NonFiniteLossError, SolverError) as e:
         print(f"probpath: error: {e}", file=sys.stderr)
         return 1
 

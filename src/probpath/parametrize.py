@@ -31,12 +31,14 @@ sigma ~ sqrt(beta_min t)); it is returned as such.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal, get_args
 
+import torch
 from torch import Tensor
 
-from probpath._schedules import ScheduleOutput
+from probpath._schedules import ScheduleOutput, shared_time
 
 __all__ = [
     "Kind",
@@ -63,15 +65,86 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"unknown prediction kind {kind!r}; choose one of {KINDS}")
 
 
-def _div(num: Tensor, den: Tensor, what: str) -> Tensor:
-    bad = (den == 0) | ~den.isfinite()
-    if bool(bad.any()):
+Coef = Tensor | float
+"""A conversion coefficient: a tensor shaped like t, or a structural 0.0 / 1.0."""
+
+
+def _check_divisor(den: Tensor, what: str) -> None:
+    """Raise where ``den`` is 0 or not finite (one reduction and one host read)."""
+    if den.numel() == 1:
+        ok = 0.0 < abs(float(den)) < math.inf
+    else:  # NaN propagates through aminmax and fails the comparisons
+        lo, hi = torch.aminmax(den.detach().abs())
+        ok = float(lo) > 0.0 and float(hi) < math.inf
+    if not ok:
         raise ValueError(
             f"this conversion divides by {what}, which is 0 or infinite at some t "
             "(an endpoint of the path); clip t away from 0 and 1 or predict a kind that "
             "needs no division there"
         )
-    return num / den
+
+
+def _mul(a: Coef, b: Coef) -> Coef:
+    """``a * b``, with no tensor operation when a factor is a structural 0 or 1."""
+    for u, v in ((a, b), (b, a)):
+        if isinstance(u, float) and u in (0.0, 1.0):
+            return 0.0 if u == 0.0 else v
+    return a * b
+
+
+def _sub(a: Coef, b: Coef) -> Coef:
+    """``a - b``, skipping structural zeros."""
+    if isinstance(b, float) and b == 0.0:
+        return a
+    if isinstance(a, float) and a == 0.0:
+        return -b
+    return a - b
+
+
+def _row(kind: str, c: ScheduleOutput) -> tuple[Coef, Coef, str]:
+    """``(p, q, what)``: the prediction is ``p x_0 + q eps``; ``what`` names the
+    determinant ``alpha q - sigma p`` of recovering (x_0, eps) from it and x_t."""
+    if kind == "x0":
+        return 1.0, 0.0, "sigma"
+    if kind == "eps":
+        return 0.0, 1.0, "alpha"
+    if kind == "v":
+        return -c.sigma, c.alpha, "alpha^2 + sigma^2"
+    return c.d_alpha, c.d_sigma, "alpha sigma' - sigma alpha'"
+
+
+def _coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Coef, Tensor]:
+    r"""``(A, B)`` with ``to = A x_t + B from``, shaped like the coefficients of ``s``.
+
+    With ``x_t = alpha x_0 + sigma eps`` and ``from = p x_0 + q eps`` (a 2x2 system of
+    determinant ``D = alpha q - sigma p``), ``to = p' x_0 + q' eps`` is
+    ``A = (p' q - q' p) / D``, ``B = (q' alpha - p' sigma) / D``. A score is
+    ``-eps / sigma``: it enters as ``eps = -sigma score`` and leaves as ``-eps / sigma``.
+    """
+    a, sg = s.alpha, s.sigma
+    scale_in: Coef = 1.0
+    if from_kind == "score":
+        from_kind, scale_in = "eps", -sg
+    score_out = to_kind == "score"
+    if score_out:
+        to_kind = "eps"
+    p, q, what = _row(from_kind, s)
+    p2, q2, _ = _row(to_kind, s)
+    num_a, num_b = _sub(_mul(p2, q), _mul(q2, p)), _sub(_mul(q2, a), _mul(p2, sg))
+    if from_kind == to_kind:  # score <-> eps: no system to solve (defined where alpha = 0)
+        coef_a, coef_b = num_a, _mul(scale_in, 1.0)
+    else:
+        det = _sub(_mul(a, q), _mul(sg, p))
+        assert isinstance(det, Tensor)
+        _check_divisor(det, what)
+        inv = 1 / det
+        coef_a, coef_b = _mul(num_a, inv), _mul(_mul(num_b, inv), scale_in)
+    if score_out:
+        _check_divisor(sg, "sigma")
+        inv_sg = -1 / sg
+        coef_a, coef_b = _mul(coef_a, inv_sg), _mul(coef_b, inv_sg)
+    assert isinstance(coef_b, Tensor)
+    return coef_a, coef_b
 
 
 def to_x0_eps(kind: str, pred: Tensor, x_t: Tensor, s: ScheduleOutput) -> tuple[Tensor, Tensor]:
@@ -88,20 +161,7 @@ def to_x0_eps(kind: str, pred: Tensor, x_t: Tensor, s: ScheduleOutput) -> tuple[
     >>> torch.allclose(x0_hat, x0), torch.allclose(eps_hat, eps)
     (True, True)
     """
-    _check_kind(kind)
-    c = s.expand_like(x_t)
-    a, sg, da, ds = c.alpha, c.sigma, c.d_alpha, c.d_sigma
-    if kind == "x0":
-        return pred, _div(x_t - a * pred, sg, "sigma")
-    if kind in ("eps", "score"):
-        eps = pred if kind == "eps" else -sg * pred
-        return _div(x_t - sg * eps, a, "alpha"), eps
-    if kind == "v":
-        norm = a**2 + sg**2
-        return _div(a * x_t - sg * pred, norm, "alpha^2 + sigma^2"), (sg * x_t + a * pred) / norm
-    det = a * ds - sg * da
-    what = "alpha sigma' - sigma alpha'"
-    return _div(ds * x_t - sg * pred, det, what), _div(a * pred - da * x_t, det, what)
+    return convert(pred, kind, "x0", x_t, s), convert(pred, kind, "eps", x_t, s)
 
 
 def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, x_t: Tensor, s: ScheduleOutput) -> Tensor:
@@ -123,7 +183,8 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, x_t: Tensor, s: ScheduleOutp
     if kind == "eps":
         return eps
     if kind == "score":
-        return _div(-eps, c.sigma, "sigma")
+        _check_divisor(c.sigma, "sigma")
+        return -eps / c.sigma
     if kind == "v":
         return c.alpha * eps - c.sigma * x0
     return c.d_alpha * x0 + c.d_sigma * eps
@@ -132,8 +193,10 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, x_t: Tensor, s: ScheduleOutp
 def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: ScheduleOutput) -> Tensor:
     """Convert a prediction between kinds, through the (x_0, eps) hub.
 
-    ``eps <-> score`` is done directly (``s = -eps / sigma``) so that it stays
-    defined where alpha = 0.
+    Every conversion is linear, ``to = A x_t + B pred`` with A, B functions of the
+    schedule's coefficients only: they are formed on those (cheap when t is one time
+    for the whole batch) and applied in at most two operations on the batch.
+    ``eps <-> score`` is a pure rescaling (``s = -eps / sigma``), defined where alpha = 0.
 
     >>> import torch
     >>> from probpath.paths import VPSchedule
@@ -147,11 +210,15 @@ def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: Schedule
     _check_kind(to_kind)
     if from_kind == to_kind:
         return pred
-    if {from_kind, to_kind} == {"eps", "score"}:
-        sigma = s.expand_like(x_t).sigma
-        return _div(-pred, sigma, "sigma") if to_kind == "score" else -sigma * pred
-    x0, eps = to_x0_eps(from_kind, pred, x_t, s)
-    return from_x0_eps(to_kind, x0, eps, x_t, s)
+    coef_a, coef_b = _coefficients(from_kind, to_kind, s)
+    out = pred * _pad(coef_b, x_t)
+    return out if isinstance(coef_a, float) else torch.addcmul(out, _pad(coef_a, x_t), x_t)
+
+
+def _pad(c: Tensor, x: Tensor) -> Tensor:
+    """A coefficient shaped like t, (batch,) or 0-dim, made to broadcast against ``x``."""
+    c = c.to(x.dtype)
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if 0 < c.ndim < x.ndim else c
 
 
 def convert_model(
@@ -175,7 +242,8 @@ def convert_model(
     _check_kind(to_kind)
 
     def wrapped(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        return convert(model(x, t, **cond), from_kind, to_kind, x, schedule(t))
+        # a batch of one repeated time (the samplers' t.expand(batch)): schedule once
+        return convert(model(x, t, **cond), from_kind, to_kind, x, schedule(shared_time(t)))
 
     return wrapped
 

@@ -21,6 +21,7 @@ from probpath._schedules import (
     VESchedule,
     VPCosineSchedule,
     VPSchedule,
+    _ClosedForm,
     as_time,
 )
 
@@ -90,7 +91,7 @@ def ve_sigmas(sigma_min: float = 0.01, sigma_max: float = 1.0, L: int = 10) -> T
     return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), L, dtype=torch.float64)
 
 
-class DiscreteSchedule:
+class DiscreteSchedule(_ClosedForm):
     """DDPM's discrete forward chain (Ho et al. 2020; the seeds' lecture on DDPM).
 
     ``x_i = sqrt(1 - beta_i) x_{i-1} + sqrt(beta_i) eps`` for i = 1..T, with
@@ -171,8 +172,7 @@ class DiscreteSchedule:
         mean = c0.reshape(c0.shape + pad) * x0 + ci.reshape(ci.shape + pad) * x_i
         return mean, var
 
-    def __call__(self, t: Tensor | float) -> ScheduleOutput:
-        t = as_time(t)
+    def _coefficients(self, t: Tensor) -> ScheduleOutput:
         u = t.to(torch.float64) * self.T
         # snap t = i/T given in low precision (e.g. float32) onto the grid point i
         tol = 4 * self.T * torch.finfo(t.dtype).eps

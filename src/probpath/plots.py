@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,23 +55,37 @@ def plot_samples(
     data: Tensor | np.ndarray,
     path: str | Path,
     *,
+    labels: Tensor | np.ndarray | None = None,
+    data_labels: Tensor | np.ndarray | None = None,
     title: str | None = None,
     figsize: tuple[float, float] = (8.0, 4.0),
     dpi: int = 100,
 ) -> Path:
-    """Two scatter panels sharing axes: data (left) and model samples (right), both (n, 2).
+    """Two scatter panels sharing axes: data (left) and model samples (right), both (n, 2);
+    with ``data_labels`` / ``labels`` (integer classes, one per point) each class in its
+    own colour (``tab10``, cycling), the same in both panels.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "s.png")
     >>> plot_samples(torch.randn(50, 2), torch.randn(50, 2), p).stat().st_size > 0
     True
+    >>> y = torch.arange(50) % 3
+    >>> plot_samples(torch.randn(50, 2), torch.randn(50, 2), p, labels=y, data_labels=y).exists()
+    True
     """
     s, d = _points(samples, "samples"), _points(data, "data")
     fig = _figure(figsize, dpi)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    for ax, pts, label in zip(axes, (d, s), ("data", "samples"), strict=True):
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, linewidths=0)
-        ax.set_title(f"{label} (n={len(pts)})")
+    panels = ((d, data_labels, "data"), (s, labels, "samples"))
+    for ax, (pts, cls, name) in zip(axes, panels, strict=True):
+        colour: dict[str, Any] = {}
+        if cls is not None:
+            k = np.asarray(cls.cpu() if isinstance(cls, Tensor) else cls).astype(int)
+            if k.shape != (len(pts),):
+                raise ValueError(f"{name} labels must have shape ({len(pts)},), got {k.shape}")
+            colour = {"c": k % 10, "cmap": "tab10", "vmin": 0, "vmax": 9}
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, linewidths=0, **colour)
+        ax.set_title(f"{name} (n={len(pts)})")
         ax.set_aspect("equal", adjustable="box")
     if title:
         fig.suptitle(title)
@@ -220,12 +235,13 @@ def plot_image_grid(
     image_shape: tuple[int, int] | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
+    title: str | None = None,
     figsize: tuple[float, float] = (5.0, 5.0),
     dpi: int = 100,
 ) -> Path:
     """A grid of grey-scale images: (n, H, W), (n, 1, H, W), or flat (n, H*W) with
     ``image_shape=(H, W)`` (e.g. 8 x 8 digits); ``nrow`` images per row (default
-    ceil(sqrt n)).
+    ceil(sqrt n)). NaN pixels (e.g. an all-NaN spacer image) stay blank.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "g.png")
@@ -250,7 +266,9 @@ def plot_image_grid(
         r, c = divmod(i, cols)
         canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = a[i]
     fig = _figure(figsize, dpi)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 0.93 if title else 1.0))
     ax.imshow(canvas, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from probpath._schedules import shared_time
 from probpath.paths import Schedule, ScheduleOutput, SubVPSchedule, VESchedule, VPSchedule
 
 __all__ = [
@@ -47,9 +48,10 @@ TimeFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _coefs(schedule: Schedule, t: Tensor, x: Tensor) -> ScheduleOutput:
-    """The schedule at ``t`` (a scalar or shape (batch,)) broadcast against ``x``."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return schedule(t.expand(x.shape[0]) if t.dim() == 0 else t).expand_like(x)
+    """The schedule at ``t`` (a scalar or shape (batch,)) broadcast against ``x``; one time
+    shared by the batch (0-dim, or expanded) is evaluated once."""
+    t = shared_time(torch.as_tensor(t, dtype=x.dtype, device=x.device))
+    return schedule(t).expand_like(x)
 
 
 def _batch_time(t: Tensor, x: Tensor) -> Tensor:
@@ -79,7 +81,8 @@ class SDE:
 
     def diffusion_sq(self, t: Tensor) -> Tensor:
         """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2, shaped like ``t``."""
-        return self.schedule(t).diffusion_sq
+        g2 = self.schedule(shared_time(t)).diffusion_sq
+        return g2.expand(t.shape) if g2.shape != t.shape else g2
 
     def diffusion(self, t: Tensor) -> Tensor:
         """g(t), shaped like ``t``."""
@@ -123,9 +126,7 @@ class SDE:
             return self.drift(y, t)
 
         def g(t: Tensor, y: Tensor) -> Tensor:
-            return (
-                self.diffusion(_batch_time(t, y)).reshape(-1, *([1] * (y.dim() - 1))).expand_as(y)
-            )
+            return _coefs(self.schedule, t, y).diffusion_sq.clamp(min=0).sqrt().expand_as(y)
 
         return f, g
 
@@ -157,9 +158,10 @@ def reverse_drift(
         >>> torch.allclose(drift, torch.zeros(4, 2), atol=1e-6)
         True
     """
-    tb = _batch_time(t, x)
-    s = schedule(tb).expand_like(x)
-    return s.drift_coef * x - weight * s.diffusion_sq * score(x, tb)
+    s = _coefs(schedule, t, x)
+    return torch.addcmul(
+        s.drift_coef * x, s.diffusion_sq, score(x, _batch_time(t, x)), value=-weight
+    )
 
 
 def reverse_sde(schedule: Schedule, score: Score) -> tuple[TimeFn, TimeFn]:

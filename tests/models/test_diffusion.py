@@ -152,6 +152,35 @@ def test_score_sde_loss_is_minimised_by_the_true_score(sde: str, weighting: str)
         assert bool(mean.abs() < 5 * se) == vanishes, (scale, mean, se)
 
 
+@pytest.mark.parametrize("weighting", ["sigma2", "likelihood"])
+@pytest.mark.parametrize("sde", ["vp", "ve", "subvp"])
+def test_importance_sampled_score_sde_loss_keeps_the_expectation(sde: str, weighting: str) -> None:
+    """Data at a point m, score s(x) = -x: s + eps/sigma = -alpha m + (1/sigma - sigma) eps, so
+    the loss is (1 - t_min)^-1 int lambda (alpha^2 |m|^2 + d (1/sigma - sigma)^2) / 2 dt
+    (trapezoid on 200k geometric nodes in float64, error < 1e-6 relative). Uniform t and the
+    log-SNR proposal must both hit it within 4 standard errors of their 100k samples, and on
+    the likelihood weight of VP the proposal must cut the variance (Song et al. 2021b, Sec. 5)."""
+    sch = make_schedule(sde, **({"sigma_max": 10.0} if sde == "ve" else {}))
+    m, t_min = torch.tensor([0.5, -1.0], dtype=torch.float64), 1e-3
+    ts = torch.logspace(-3, 0, 200_001, dtype=torch.float64)
+    c = sch(ts)
+    lam = c.sigma**2 if weighting == "sigma2" else c.diffusion_sq
+    inner = c.alpha**2 * m.pow(2).sum() + 2 * (1 / c.sigma - c.sigma) ** 2
+    exact = float(torch.trapezoid(lam * inner / 2, ts)) / (1 - t_min)
+    x0 = m.expand(100_000, 2)
+    var = {}
+    for imp in (False, True):
+        per = score_sde_loss(
+            lambda x, t: -x, x0, GaussianPath(sch), t_min=t_min, weighting=weighting,
+            importance_sampling=imp, generator=torch.Generator().manual_seed(7), reduction="none",
+        )  # fmt: skip
+        se = float(per.std()) / len(per) ** 0.5
+        assert abs(float(per.mean()) - exact) < 4 * se, (imp, float(per.mean()), exact, se)
+        var[imp] = float(per.var())
+    if sde == "vp" and weighting == "likelihood":
+        assert var[True] < 0.1 * var[False], var
+
+
 def test_score_sde_family() -> None:
     for sde in ("vp", "ve", "subvp"):
         model = build("sde", sde=sde, hidden=[8])

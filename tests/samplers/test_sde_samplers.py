@@ -2,7 +2,8 @@
 
 1. One contract test over every sampler of every DiffusionModel family in the registry
    (discovered from ``MODELS``: a family that subclasses DiffusionModel and adds samplers
-   is covered without editing this file; list exceptions in ``SAMPLER_OPTIONS``).
+   is covered without editing this file; list exceptions in ``SAMPLER_OPTIONS``), and over
+   the classifier-free and classifier-guided views of each (``probpath.guidance.guide``).
 2. With the analytic score of Gaussian data (probpath.analytic) every sampler must return
    the data moments within 5 standard errors of the sample plus its stated discretisation
    bias.
@@ -16,7 +17,8 @@ import pytest
 import torch
 
 from probpath.analytic import Gaussian
-from probpath.models import MODELS
+from probpath.guidance import GuidedModel, guide
+from probpath.models import MODELS, NoisyClassifier
 from probpath.models.diffusion import DiffusionModel
 from probpath.paths import VESchedule, VPSchedule, make_schedule
 from probpath.samplers import (
@@ -40,12 +42,22 @@ def _families() -> list[tuple[str, str]]:
     return cases
 
 
+def _model(name: str, guidance: str | None) -> DiffusionModel | GuidedModel:
+    """The family's model, or its guided view (probpath.guidance), which must sample alike."""
+    model = MODELS[name](dim=2, hidden=[8], n_classes=3 if guidance == "cfg" else 0)
+    assert isinstance(model, DiffusionModel)
+    if guidance is None:
+        return model
+    clf = NoisyClassifier(dim=2, n_classes=3, hidden=[8], **model.schedule_config)
+    return guide(model, 1, 2.0, method=guidance, classifier=clf if guidance != "cfg" else None)
+
+
+@pytest.mark.parametrize("guidance", [None, "cfg", "classifier"])
 @pytest.mark.parametrize(("name", "sampler"), _families())
-def test_sampler_contract(name: str, sampler: str) -> None:
+def test_sampler_contract(name: str, sampler: str, guidance: str | None) -> None:
     """Shape, dtype, NFE reported, generator reproducibility, no_grad and grad."""
     torch.manual_seed(0)
-    model = MODELS[name](dim=2, hidden=[8])
-    assert isinstance(model, DiffusionModel)
+    model = _model(name, guidance)
     opts = dict(steps=3, **SAMPLER_OPTIONS.get((name, sampler), {}))
     if sampler == "pf-ode" or model.SAMPLERS[sampler].nfe_per_step({}) is None:
         opts.setdefault("rtol", 1e-3)
@@ -163,3 +175,54 @@ def test_sampler_errors() -> None:
         edm_times(sch, 0)
     with pytest.raises(ValueError, match="shaped like x"):
         reverse_sde_euler(lambda x, t: x[:, :1], x, torch.linspace(1, 0, 3), schedule=sch)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _naive_em_step(score, sch, x, t, t_next, noise, gen):
+    """x - h (f x - g^2 s) + g sqrt(h) z, the schedule evaluated at the step."""
+    h, s = t - t_next, sch(t[None])
+    x = x - h * (s.drift_coef * x - s.diffusion_sq * score(x, t.expand(len(x))))
+    return (
+        x + (s.diffusion_sq * h).sqrt() * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        if noise
+        else x
+    )
+
+
+@pytest.mark.parametrize(
+    "sch", [VPSchedule(), VESchedule(0.01, 10.0), make_schedule("ot")], ids=repr
+)
+def test_precomputed_steps_are_the_euler_maruyama_formula(sch) -> None:
+    # the samplers form every step's coefficients before the loop (float64); the same
+    # noise draws through the textbook step must agree to float64 rounding
+    score = lambda x, t: -x / (1 + t[:, None]) + torch.sin(x)  # noqa: E731
+    x = torch.randn(7, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ts = torch.linspace(0.99, 1e-3, 13, dtype=torch.float64)
+    for final_noise in (False, True):
+        got, _ = reverse_sde_euler(
+            score, x, ts, schedule=sch, generator=gen(1), final_noise=final_noise
+        )
+        g, y = gen(1), x
+        for k in range(12):
+            y = _naive_em_step(score, sch, y, ts[k], ts[k + 1], final_noise or k < 11, g)
+        torch.testing.assert_close(got, y, rtol=1e-10, atol=1e-12)
+    got, nfe = predictor_corrector(score, x, ts, schedule=sch, snr=0.1, generator=gen(2))
+    g, y = gen(2), x
+    for k in range(12):
+        ratio = (sch(ts[k + 1]).alpha / sch(ts[k]).alpha) ** 2
+        s = score(y, ts[k].expand(7))
+        step = 2 * ratio * (0.1 * 2**0.5 / s.pow(2).sum(1).sqrt().mean()) ** 2
+        y = y + step * s + (2 * step).sqrt() * torch.randn(y.shape, generator=g, dtype=y.dtype)
+        y = _naive_em_step(score, sch, y, ts[k], ts[k + 1], k < 11, g)
+    assert nfe == 24
+    torch.testing.assert_close(got, y, rtol=1e-10, atol=1e-12)
+
+
+def test_reverse_sde_needs_finite_coefficients() -> None:
+    # CondOT: alpha(1) = 0, so f = alpha'/alpha is infinite at t = 1
+    with pytest.raises(ValueError, match="below t = 1"):
+        reverse_sde_euler(lambda x, t: x, torch.zeros(2, 2), torch.linspace(1, 0.1, 3),
+                          schedule=make_schedule("ot"))  # fmt: skip

@@ -2,7 +2,8 @@
 
 Each rank sees a different half of every batch, so the ranks' parameters stay equal,
 and equal to the single-process run, only if DDP really averages the gradients (the
-loss is routed through the DDP-wrapped adapter's forward).
+loss is routed through the DDP-wrapped adapter's forward). The model is conditional (a
+shift per class): each rank must also take the labels of its own rows.
 """
 
 from __future__ import annotations
@@ -28,20 +29,22 @@ SCRIPT = textwrap.dedent(
             super().__init__()
             torch.manual_seed(1234 + int(os.environ.get("RANK", "0")))  # differs per rank:
             self.net = nn.Linear(2, 2).double()  # DDP must broadcast rank 0's weights
+            self.shift = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
             self.config = {}
 
-        def loss(self, x, *, generator=None):
-            z = self.net(x)
+        def loss(self, x, *, y, generator=None):
+            z = self.net(x) - self.shift[y]
             logdet = torch.linalg.slogdet(self.net.weight)[1]
             return (0.5 * z.pow(2).sum(-1) - logdet).mean(), {"nfe": 1.0}
 
     def run(out_dir):
         g = torch.Generator().manual_seed(0)
         data = torch.randn(64, 2, generator=g, dtype=torch.float64) * 2 + 1
+        labels = torch.randint(3, (64,), generator=g)
         cfg = TrainConfig(steps=6, batch_size=16, lr=0.05, ema_decay=0.9, log_every=2,
                           checkpoint_every=3, seed=5)
         model = Model()
-        train(model, data, cfg, os.path.join(out_dir, "run"), progress=False)
+        train(model, data, cfg, os.path.join(out_dir, "run"), progress=False, labels=labels)
         rank = os.environ.get("RANK", "single")
         params = {k: v.tolist() for k, v in model.state_dict().items()}
         with open(os.path.join(out_dir, f"params_{rank}.json"), "w") as f:

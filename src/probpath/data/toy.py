@@ -19,7 +19,7 @@ from typing import Literal, overload
 import torch
 from torch import Tensor
 
-__all__ = ["TOY_ENTROPY", "TOY_NAMES", "make_generator", "sample_toy"]
+__all__ = ["TOY_CLASSES", "TOY_ENTROPY", "TOY_NAMES", "make_generator", "sample_toy"]
 
 TOY_NAMES: tuple[str, ...] = (
     "8gaussians",
@@ -61,7 +61,11 @@ _RINGS_RADII = (3.0, 2.25, 1.5, 0.75)
 _RINGS_STD = 0.08
 _CIRCLES_RADII = (3.0, 1.5)  # sklearn make_circles(factor=0.5) times 3
 _CIRCLES_STD = 0.24  # noise 0.08 added before the factor 3
-_LABELLED = ("8gaussians", "pinwheel", "2spirals", "moons", "circles", "rings")
+
+TOY_CLASSES: MappingProxyType[str, int] = MappingProxyType(
+    {"8gaussians": 8, "pinwheel": 5, "2spirals": 2, "moons": 2, "circles": 2, "rings": 4}
+)
+"""Number of classes K of each labelled set (``sample_toy(..., labels=True)`` gives 0..K-1)."""
 
 
 def make_generator(seed: int | torch.Generator | None) -> torch.Generator:
@@ -230,8 +234,8 @@ def sample_toy(
     _check_name(name)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if labels and name not in _LABELLED:
-        raise ValueError(f"{name!r} has no labels; labelled sets: {', '.join(_LABELLED)}")
+    if labels and name not in TOY_CLASSES:
+        raise ValueError(f"{name!r} has no labels; labelled sets: {', '.join(TOY_CLASSES)}")
     x, y = _SAMPLERS[name](n, make_generator(generator))
     x = x.to(dtype)
     return (x, y) if labels else x

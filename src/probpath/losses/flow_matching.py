@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._schedules import as_time, interpolate
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import GaussianPath
 from probpath.samplers._common import check_state
@@ -67,21 +68,14 @@ def conditional_flow_matching(
     if t is None:
         if not 0.0 <= t_min < 1.0:
             raise ValueError(f"t_min must lie in [0, 1), got {t_min}.")
-        t = torch.rand(x0.shape[0], generator=generator, dtype=x0.dtype, device=x0.device)
-        if t_min > 0:
-            t = t_min + (1 - t_min) * t
-        s = path.schedule(t)  # t in [0, 1] by construction: skip the path's check
+        t = torch.empty(x0.shape[0], dtype=x0.dtype, device=x0.device)
+        t = t.uniform_(t_min, 1.0, generator=generator)
     elif not isinstance(t, Tensor) or t.shape != (x0.shape[0],):
         shape_t = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise ValueError(f"t must be a tensor of shape (batch,) = ({x0.shape[0]},), got {shape_t}.")
     else:
-        s = path.marginal_params(t.to(x0.dtype))
-    shape = (-1,) + (1,) * (x0.dim() - 1)  # (batch,) coefficients against (batch, ...)
-    alpha, sigma, d_alpha, d_sigma = (
-        c.reshape(shape) for c in (s.alpha, s.sigma, s.d_alpha, s.d_sigma)
-    )
-    x_t = torch.addcmul(alpha * x0, sigma, x1)
-    target = torch.addcmul(d_alpha * x0, d_sigma, x1)  # GaussianPath.conditional_velocity
+        t = as_time(t.to(x0.dtype))  # drawn times lie in [0, 1] by construction: no check
+    x_t, target = interpolate(path.schedule, x0, x1, t)  # GaussianPath.conditional_velocity
     out = _check_out(velocity(x_t, t), x0, "velocity(x_t, t)")
     # the fused squared error (one autograd node) keeps the training step lean
     if reduction == "mean":

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from probpath.models.base import GenerativeModel, LossOutput
+from probpath.models.classifier import NoisyClassifier
 from probpath.models.cnf import CNF
 from probpath.models.ddpm import DDPM
 from probpath.models.diffusion import DiffusionModel
@@ -33,6 +34,7 @@ __all__ = [
     "FlowMatching",
     "GenerativeModel",
     "LossOutput",
+    "NoisyClassifier",
     "ScoreSDE",
     "build",
 ]
@@ -44,6 +46,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "ncsn": NCSN,
     "ebm": EBM,
     "sde": ScoreSDE,
+    "noisy-classifier": NoisyClassifier,
 }
 """Registry name -> model class; ``build(name, **config)`` constructs one."""
 

@@ -58,6 +58,7 @@ class DDPM(DiffusionModel):
         decoder: ELBO decoder, ``"gaussian"`` (continuous data) or ``"discretized"`` (8-bit
             data in [-1, 1]).
         t_min, t_max: the ends of the inherited continuous-time samplers and likelihood.
+        n_classes, p_uncond: a conditional model (see :class:`DiffusionModel`).
         net: any ``net(x, t)`` in place of the MLP (e.g. an analytic oracle).
 
     Example:
@@ -93,7 +94,9 @@ class DDPM(DiffusionModel):
         variance: str = "beta_tilde",
         decoder: str = "gaussian",
         *,
-        net: Callable[[Tensor, Tensor], Tensor] | None = None,
+        n_classes: int = 0,
+        p_uncond: float = 0.1,
+        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if schedule not in ("ddpm-linear", "ddpm-cosine"):
             raise ValueError(
@@ -106,16 +109,20 @@ class DDPM(DiffusionModel):
             raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
         super().__init__(
             dim, schedule, schedule_kwargs, prediction, hidden, activation, time_embedding,
-            t_min, t_max, net=net,
+            t_min, t_max, n_classes=n_classes, p_uncond=p_uncond, net=net,
         )  # fmt: skip
         assert isinstance(self.schedule, DiscreteSchedule)
         self.chain: DiscreteSchedule = self.schedule
         self.config.update(variance=variance, decoder=decoder)
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
-        """L_simple: ``||eps - eps_theta(x_i, i / T)||^2`` with i ~ U{1..T} (Algorithm 1)."""
+    def loss(
+        self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """L_simple: ``||eps - eps_theta(x_i, i / T)||^2`` with i ~ U{1..T} (Algorithm 1);
+        with labels ``y``, classifier-free training (:meth:`with_labels`)."""
         self._check(x)
-        loss = losses.ddpm_simple_loss(_eps_model(self), x, self.chain, generator=generator)
+        eps_model = self.with_labels(_eps_model(self), x, y, generator)
+        loss = losses.ddpm_simple_loss(eps_model, x, self.chain, generator=generator)
         return loss, {"l_simple": float(loss.detach())}
 
     def nll_bound(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:

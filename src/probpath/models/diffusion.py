@@ -13,8 +13,10 @@ How a family plugs in (DDPM, NCSN, flow matching, the score SDE):
 1. subclass, call ``super().__init__(dim=..., schedule=..., prediction=..., ...)`` and add
    your own keys to ``self.config`` (it must rebuild the model through
    ``probpath.models.build``);
-2. implement ``loss(x, *, generator=None) -> (loss, logs)`` (use ``self.path.sample`` to
-   noise the data and ``self.as_kind(kind)`` to read the network in your target's kind);
+2. implement ``loss(x, *, y=None, generator=None) -> (loss, logs)`` (use
+   ``self.path.sample`` to noise the data and ``self.as_kind(kind)`` to read the network in
+   your target's kind; ``self.with_labels(fn, x, y, generator)`` binds the training labels,
+   dropped to the null label with probability ``p_uncond``, for conditional models);
 3. optionally add samplers: ``SAMPLERS = {**DiffusionModel.SAMPLERS, "ancestral":
    SamplerSpec(run, lambda options: 1, "eps", None)}`` (run, NFE per step, kind read,
    default steps, solver options) where ``run(model, x_T, steps, generator, options) ->
@@ -22,27 +24,33 @@ How a family plugs in (DDPM, NCSN, flow matching, the score SDE):
    calls ``model.sample_with_nfe(n, sampler=..., steps=...)``;
 4. optionally define ``nll_bound(x) -> Tensor`` (e.g. DDPM's ELBO); ``probpath eval``
    reports it next to the exact NLL.
+
+Everything that only reads the network through ``predict`` (every kind, the samplers'
+time grid and prior, the PF-ODE likelihood) lives in :class:`PathPredictions`, which
+:class:`probpath.guidance.GuidedModel` shares, so a guided view samples like its model.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from probpath import likelihood
+from probpath.models._predictions import PathPredictions
 from probpath.models._sampling import SamplerDispatch, SamplerSpec
 from probpath.models.base import LossOutput
-from probpath.nets import MLP
-from probpath.parametrize import KINDS, convert_model
-from probpath.paths import GaussianPath, make_schedule
+from probpath.nets import MLP, check_labels
+from probpath.parametrize import KINDS
+from probpath.paths import GaussianPath, Schedule, make_schedule
+from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
 from probpath.samplers.ode import edm_times, heun_edm, probability_flow
 from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 from probpath.sdes import SDE
 
-__all__ = ["DiffusionModel", "SamplerSpec"]
+__all__ = ["DiffusionModel", "PathPredictions", "SamplerSpec", "default_time_range"]
 
 _FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 
@@ -71,11 +79,37 @@ def _run_heun(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) 
     return heun_edm(m.eps, x, ts.to(x), schedule=m.schedule, generator=g)
 
 
+_DPM_NFE = {"2m": 1, "1": 1, "2": 2, "3": 3}  # NFE per step of each DPM-Solver variant
+
+
+def _run_dpm(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
+    method = str(o.get("method", "2m"))  # "2m": DPM-Solver++(2M); "1".."3": singlestep order
+    if method not in _DPM_NFE:
+        raise ValueError(f"dpm method must be one of {', '.join(_DPM_NFE)}, got {method!r}")
+    ts = logsnr_times(m.schedule, steps or 20, t_min=m.t_min, t_max=m.t_max).to(x)
+    if method == "2m":
+        return dpm_solver_pp(m.x0, x, ts, schedule=m.schedule, generator=g)
+    return dpm_solver(m.eps, x, ts, schedule=m.schedule, order=int(method), generator=g)
+
+
 def _pf_ode_nfe(o: dict[str, Any]) -> int | None:
     return _FIXED_NFE.get(o.get("method", "heun"))
 
 
-class DiffusionModel(SamplerDispatch, nn.Module):
+def default_time_range(
+    name: str, schedule: Schedule, t_min: float | None, t_max: float | None
+) -> tuple[float, float]:
+    """``(t_min, t_max)`` of a path: t_min 1e-5 for "ot" else 1e-3; t_max 1, or
+    ``1 - t_min`` where alpha(1) = 0; checked to satisfy ``0 < t_min < t_max <= 1``."""
+    t_min = (1e-5 if name == "ot" else 1e-3) if t_min is None else float(t_min)
+    if t_max is None:
+        t_max = 1.0 if float(schedule(torch.tensor(1.0)).alpha) > 0 else 1.0 - t_min
+    if not 0.0 < t_min < t_max <= 1.0:
+        raise ValueError(f"need 0 < t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+    return t_min, float(t_max)
+
+
+class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
     """A network on a Gaussian path, in any parametrisation, with every sampler.
 
     Args:
@@ -87,8 +121,14 @@ class DiffusionModel(SamplerDispatch, nn.Module):
             sees ``t`` in [0, 1] (a DDPM index i is ``t = i / T``).
         t_min: the data end of sampling and likelihood (default 1e-5 for "ot", else 1e-3).
         t_max: the noise end; default 1, or ``1 - t_min`` where alpha(1) = 0.
+        n_classes: labels of a conditional model (0: unconditional). The network then takes
+            ``y`` (batch,) in ``[0, n_classes]``, ``n_classes`` being the null label
+            (:class:`~probpath.nets.MLP`), and is trained with labels dropped to null with
+            probability ``p_uncond`` (:meth:`with_labels`), ready for classifier-free
+            guidance (:func:`probpath.guidance.guide`).
         net: any callable ``net(x, t)`` instead of the MLP (e.g. an analytic oracle in tests,
-            or a U-Net); it is not part of ``config``.
+            or a U-Net; ``net(x, t, y=...)`` for a conditional model, ``y=None`` meaning the
+            null label); it is not part of ``config``.
 
     Sampling: ``samplers`` lists the accepted names; ``sample(n, sampler=..., steps=...)``
     returns samples and ``sample_with_nfe`` also the NFE used.
@@ -96,7 +136,7 @@ class DiffusionModel(SamplerDispatch, nn.Module):
     Example:
         >>> model = DiffusionModel(dim=2, schedule="vp", hidden=[16])
         >>> model.samplers
-        ('euler-maruyama', 'heun', 'pc', 'pf-ode')
+        ('dpm', 'euler-maruyama', 'heun', 'pc', 'pf-ode')
         >>> x, nfe = model.sample_with_nfe(4, sampler="heun", steps=5)
         >>> x.shape, nfe
         (torch.Size([4, 2]), 10)
@@ -111,6 +151,9 @@ class DiffusionModel(SamplerDispatch, nn.Module):
             _run_pf_ode, _pf_ode_nfe, "velocity", None, ("method", "rtol", "atol", "options")
         ),
         "heun": SamplerSpec(_run_heun, lambda o: 2, "eps", 20),
+        "dpm": SamplerSpec(
+            _run_dpm, lambda o: _DPM_NFE.get(str(o.get("method", "2m")), 1), "eps", 20, ("method",)
+        ),
     }
     default_sampler: ClassVar[str] = "pf-ode"
     _anchor: Tensor
@@ -127,20 +170,26 @@ class DiffusionModel(SamplerDispatch, nn.Module):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
-        net: Callable[[Tensor, Tensor], Tensor] | None = None,
+        n_classes: int = 0,
+        p_uncond: float = 0.1,
+        net: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
         if prediction not in KINDS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {KINDS}")
+        if n_classes < 0 or not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(
+                f"need n_classes >= 0 and 0 <= p_uncond <= 1, got {n_classes}, {p_uncond}"
+            )
         kwargs = dict(schedule_kwargs or {})
         self.schedule = make_schedule(schedule, **kwargs)
         self.path = GaussianPath(self.schedule)
-        t_min = (1e-5 if schedule == "ot" else 1e-3) if t_min is None else float(t_min)
-        if t_max is None:
-            t_max = 1.0 if float(self.schedule(torch.tensor(1.0)).alpha) > 0 else 1.0 - t_min
-        if not 0.0 < t_min < t_max <= 1.0:
-            raise ValueError(f"need 0 < t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
-        self.dim, self.prediction, self.t_min, self.t_max = dim, prediction, t_min, float(t_max)
+        t_min, t_max = default_time_range(schedule, self.schedule, t_min, t_max)
+        self.dim, self.prediction, self.t_min, self.t_max = dim, prediction, t_min, t_max
+        self.n_classes, self.p_uncond = int(n_classes), float(p_uncond)
+        # the path's name and arguments: NoisyClassifier(**model.schedule_config, ...) is a
+        # classifier on the same path, for classifier guidance
+        self.schedule_config: dict[str, Any] = dict(schedule=schedule, schedule_kwargs=kwargs)
         self.config: dict[str, Any] = dict(
             dim=dim,
             schedule=schedule,
@@ -151,111 +200,65 @@ class DiffusionModel(SamplerDispatch, nn.Module):
             time_embedding=time_embedding,
             t_min=t_min,
             t_max=self.t_max,
+            n_classes=self.n_classes,
+            p_uncond=self.p_uncond,
         )
-        self.net = MLP(dim, hidden, activation, time_embedding) if net is None else net
+        if net is None:
+            net = MLP(dim, hidden, activation, time_embedding, n_classes=self.n_classes)
+        self.net = net
         self.sde = SDE(self.schedule)
         # follows .to(dtype/device) even when the network has no parameters
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
-    # --- predictions in every kind -------------------------------------------------------
-    def predict(self, x: Tensor, t: Tensor) -> Tensor:
-        """The raw network output (of kind ``self.prediction``), ``t`` of shape (batch,)."""
-        return self.net(x, t)
+    def predict(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """The raw network output (of kind ``self.prediction``), ``t`` of shape (batch,).
 
-    def as_kind(self, kind: str) -> Callable[[Tensor, Tensor], Tensor]:
-        """``(x, t) -> prediction of kind`` through :func:`probpath.parametrize.convert_model`."""
-        return convert_model(self.predict, self.schedule, self.prediction, kind)
+        ``y``: labels of a conditional model, a long tensor (batch,) in ``[0, n_classes]``
+        (``n_classes``: the null label) or None (the null label for every row).
+        """
+        if not self.conditional:
+            if y is not None:
+                raise ValueError("this model is unconditional (n_classes=0): call it without y")
+            return self.net(x, t)
+        return self.net(x, t, y=y)
 
-    def score(self, x: Tensor, t: Tensor) -> Tensor:
-        """s(x, t) ≈ ∇ log p_t(x) = -E[eps | x_t] / sigma."""
-        return self.as_kind("score")(x, t)
+    @property
+    def conditional(self) -> bool:
+        """Whether the network takes labels (``n_classes > 0``)."""
+        return self.n_classes > 0
 
-    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
-        """The PF-ODE drift ``alpha' x0 + sigma' eps = f x - g^2 s / 2``."""
-        return self.as_kind("velocity")(x, t)
+    def with_labels(
+        self,
+        fn: Callable[..., Tensor],
+        x: Tensor,
+        y: Tensor | None,
+        generator: torch.Generator | None = None,
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """``fn`` with a training batch's labels bound: ``(x_t, t) -> fn(x_t, t, y=y')``.
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
-        """E[eps | x_t]."""
-        return self.as_kind("eps")(x, t)
+        Classifier-free training (Ho & Salimans 2022, Algorithm 1): each row's label is
+        replaced by the null label with probability ``p_uncond`` (one Bernoulli per row,
+        drawn with ``generator``), so one network learns p(x | y) and p(x). ``y=None``
+        trains the null branch only. An unconditional model returns ``fn`` (y must be None).
+        """
+        if not self.conditional:
+            if y is not None:
+                raise ValueError(
+                    "labels were given to an unconditional model: build it with n_classes > 0 "
+                    "(e.g. --conditional) to train on them"
+                )
+            return fn
+        if y is not None:
+            check_labels(y, x.shape[0], self.n_classes)
+            drop = torch.rand(y.shape, generator=generator, device=x.device) < self.p_uncond
+            y = torch.where(drop, self.n_classes, y.to(x.device))
+        return functools.partial(fn, y=y)
 
-    def x0(self, x: Tensor, t: Tensor) -> Tensor:
-        """E[x_0 | x_t] (Tweedie's denoiser)."""
-        return self.as_kind("x0")(x, t)
-
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(
+        self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LossOutput:
         """The training objective: each family defines its own (DSM, L_simple, CFM, ...)."""
         raise NotImplementedError(
             f"{type(self).__name__} has no training loss: DiffusionModel is a base class; "
             "use a family such as 'sde', 'ddpm' or 'flow_matching'"
         )
-
-    # --- sampling -----------------------------------------------------------------------
-    def time_grid(self, steps: int, like: Tensor | None = None) -> Tensor:
-        """``steps + 1`` equally spaced times from ``t_max`` down to ``t_min``."""
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
-        ref = self._anchor if like is None else like
-        return torch.linspace(self.t_max, self.t_min, steps + 1, dtype=ref.dtype, device=ref.device)
-
-    def prior_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` draws of the prior at t_max, N(0, (alpha^2 + sigma^2) I)."""
-        a = self._anchor
-        return self.sde.prior_sample(
-            (n, self.dim), t=self.t_max, generator=generator, dtype=a.dtype, device=a.device
-        )
-
-    def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Samplers start from the prior (:meth:`prior_sample`)."""
-        return self.prior_sample(n, generator=generator)
-
-    def prior_log_prob(self, z: Tensor) -> Tensor:
-        """log N(z; 0, (alpha(t_max)^2 + sigma(t_max)^2) I), shape (batch,)."""
-        return self.sde.prior_log_prob(z, t=self.t_max)
-
-    # --- exact likelihood along the PF-ODE -----------------------------------------------
-    def log_prob(
-        self,
-        x: Tensor,
-        *,
-        trace: str = "exact",
-        n_probes: int = 1,
-        generator: torch.Generator | None = None,
-        method: str = "dopri5",
-        rtol: float = 1e-5,
-        atol: float = 1e-5,
-        **solve_kwargs: Any,
-    ) -> Tensor:
-        r"""log p_{t_min}(x) = log p_prior(z(t_max)) + ∫ tr ∂u/∂x dt along the PF-ODE, (batch,).
-
-        Song et al. 2021, Sec. 4.3 and App. D.2: the instantaneous change of variables
-        (:func:`probpath.likelihood.ode_log_prob`) with the velocity ``u`` of
-        :meth:`velocity`, from ``t_min`` to ``t_max``, and the prior of :meth:`prior_log_prob`.
-        """
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-        return likelihood.ode_log_prob(
-            self.velocity, x, base_log_prob=self.prior_log_prob, t0=self.t_min, t1=self.t_max,
-            trace=trace, n_probes=n_probes, generator=generator, method=method, rtol=rtol,
-            atol=atol, **solve_kwargs,
-        )  # fmt: skip
-
-    def sample_with_log_prob(
-        self, n: int, *, generator: torch.Generator | None = None, **solve_kwargs: Any
-    ) -> tuple[Tensor, Tensor]:
-        """``n`` samples and their log-density from one augmented PF-ODE solve t_max → t_min."""
-        kwargs: dict[str, Any] = dict(method="dopri5", rtol=1e-5, atol=1e-5) | solve_kwargs
-        return likelihood.sample_with_log_prob(
-            self.velocity, self.prior_sample(n, generator=generator),
-            base_log_prob=self.prior_log_prob, t0=self.t_min, t1=self.t_max,
-            generator=generator, **kwargs,
-        )  # fmt: skip
-
-    def encode(self, x: Tensor, **options: Any) -> Tensor:
-        """Data → noise along the PF-ODE (t_min → t_max); ``options`` as ``probability_flow``."""
-        ts = torch.tensor([self.t_min, self.t_max], dtype=x.dtype, device=x.device)
-        return probability_flow(self.velocity, x, ts, **options)[0]
-
-    def decode(self, z: Tensor, **options: Any) -> Tensor:
-        """Noise → data along the PF-ODE (t_max → t_min)."""
-        ts = torch.tensor([self.t_max, self.t_min], dtype=z.dtype, device=z.device)
-        return probability_flow(self.velocity, z, ts, **options)[0]

@@ -67,7 +67,8 @@ class FlowMatching(DiffusionModel):
             smallest VE noise level ("ve", default 0.01); not used by "vp".
         ot_coupling: pair each batch's noise with its data by the exact minibatch OT plan.
         schedule_kwargs: any other arguments of the schedule (e.g. ``beta_max`` for "vp").
-        hidden, activation, time_embedding, t_min, t_max, net: as :class:`DiffusionModel`;
+        hidden, activation, time_embedding, t_min, t_max, n_classes, p_uncond, net: as
+            :class:`DiffusionModel`;
             the time enters by concatenation (``"concat"``) by default: the sinusoidal
             features' high frequencies make the learned ODE stiff in t for adaptive solvers.
 
@@ -81,7 +82,7 @@ class FlowMatching(DiffusionModel):
         >>> sorted(logs), model.sample(3, sampler="euler", steps=4).shape
         (['cfm'], torch.Size([3, 2]))
         >>> model.samplers
-        ('dopri5', 'euler', 'midpoint', 'pf-ode', 'rk4')
+        ('dopri5', 'dpm', 'euler', 'midpoint', 'pf-ode', 'rk4')
     """
 
     SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
@@ -103,7 +104,9 @@ class FlowMatching(DiffusionModel):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
-        net: Callable[[Tensor, Tensor], Tensor] | None = None,
+        n_classes: int = 0,
+        p_uncond: float = 0.1,
+        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if path not in PATHS:
             raise ValueError(f"unknown path {path!r}; flow matching accepts {', '.join(PATHS)}")
@@ -124,15 +127,13 @@ class FlowMatching(DiffusionModel):
             time_embedding=time_embedding,
             t_min=t_min,
             t_max=t_max,
+            n_classes=n_classes,
+            p_uncond=p_uncond,
             net=net,
         )
         base = {k: v for k, v in self.config.items() if k not in ("schedule", "prediction")}
         self.config = dict(base, path=path, sigma_min=sigma_min, ot_coupling=ot_coupling)
         self.ot_coupling = ot_coupling
-
-    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
-        """The learned field u_θ(x, t) (the network's own output: no conversion)."""
-        return self.predict(x, t)
 
     @property
     def samplers(self) -> tuple[str, ...]:
@@ -149,15 +150,19 @@ class FlowMatching(DiffusionModel):
             )
         return super()._spec(sampler)
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
+    def loss(
+        self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LossOutput:
         """CFM loss on the batch ``x`` (data at t = 0) with N(0, I) noise at t = 1, logging
-        ``cfm``; times are uniform on [t_min, 1] (the VP velocity is infinite at t = 0)."""
+        ``cfm``; times are uniform on [t_min, 1] (the VP velocity is infinite at t = 0).
+        With labels ``y``, classifier-free training (:meth:`with_labels`)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         if self.ot_coupling:
             noise = ot_coupling(x, noise)
+        velocity = self.with_labels(self.predict, x, y, generator)
         loss = conditional_flow_matching(
-            self.predict, x, self.path, x1=noise, t_min=self.t_min, generator=generator
+            velocity, x, self.path, x1=noise, t_min=self.t_min, generator=generator
         )
         return loss, {"cfm": float(loss.detach())}

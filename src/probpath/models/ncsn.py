@@ -64,6 +64,7 @@ class NCSN(DiffusionModel):
             ``N // n_levels`` per level, so that ``steps`` counts network evaluations.
         t_min, t_max, schedule, schedule_kwargs: set from the levels (accepted so that
             ``config`` rebuilds the model).
+        n_classes, p_uncond: a conditional model (see :class:`DiffusionModel`).
         net: any ``net(x, t)`` instead of the MLP (e.g. an analytic score in tests).
 
     Example:
@@ -97,7 +98,9 @@ class NCSN(DiffusionModel):
         schedule: str = "ve",
         schedule_kwargs: dict[str, Any] | None = None,
         *,
-        net: Callable[[Tensor, Tensor], Tensor] | None = None,
+        n_classes: int = 0,
+        p_uncond: float = 0.1,
+        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if schedule != "ve":
             raise ValueError(f"NCSN lives on the variance-exploding path 've', got {schedule!r}")
@@ -110,7 +113,8 @@ class NCSN(DiffusionModel):
         kwargs = {"sigma_min": sigma_min, "sigma_max": sigma_max}
         super().__init__(
             dim, "ve", kwargs, prediction, hidden, activation, time_embedding,
-            1e-3 if t_min is None else t_min, 1.0 if t_max is None else t_max, net=net,
+            1e-3 if t_min is None else t_min, 1.0 if t_max is None else t_max,
+            n_classes=n_classes, p_uncond=p_uncond, net=net,
         )  # fmt: skip
         self.config.update(
             sigma_min=sigma_min,
@@ -128,15 +132,19 @@ class NCSN(DiffusionModel):
         t = torch.log(sigma / self.config["sigma_min"]) / self._log_ratio
         return t.clamp(0.0, 1.0)
 
-    def noise_conditional_score(self, x: Tensor, sigma: Tensor) -> Tensor:
+    def noise_conditional_score(self, x: Tensor, sigma: Tensor, y: Tensor | None = None) -> Tensor:
         """s_θ(x, σ) with σ of shape (batch,): the score of the data blurred by N(0, σ² I)."""
-        return self.score(x, self.sigma_to_t(sigma))
+        return self.score(x, self.sigma_to_t(sigma), y=y)
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
-        """Weighted DSM over the levels, λ(σ) = σ² (Song & Ermon 2019, eq. 6)."""
+    def loss(
+        self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Weighted DSM over the levels, λ(σ) = σ² (Song & Ermon 2019, eq. 6); with labels
+        ``y``, classifier-free training (:meth:`with_labels`)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        score = self.with_labels(self.noise_conditional_score, x, y, generator)
         loss = losses.noise_conditional_score_matching(
-            self.noise_conditional_score, x, self.sigmas.to(x), generator=generator
+            score, x, self.sigmas.to(x), generator=generator
         )
         return loss, {"dsm": float(loss.detach())}

@@ -38,9 +38,12 @@ class ScoreSDE(DiffusionModel):
         sde: ``"vp"`` (beta_min, beta_max), ``"ve"`` (sigma_min, sigma_max) or ``"subvp"``;
             their parameters in ``schedule_kwargs``.
         weighting: ``"sigma2"`` (λ = σ², default) or ``"likelihood"`` (λ = g²).
+        importance_sampling: draw t uniform in log-SNR, weighted back to the same loss
+            (Song et al. 2021b, Sec. 5; see :func:`probpath.losses.score_sde_loss`).
         prediction: the network's kind (default ``"eps"``, i.e. the score times -σ, which
             keeps the output O(1)); any kind works: the loss reads the score.
-        hidden, activation, time_embedding, t_min, t_max: as ``DiffusionModel``.
+        hidden, activation, time_embedding, t_min, t_max, n_classes, p_uncond: as
+            ``DiffusionModel``.
         For VE the default ``sigma_max`` is 10 (enough for standardised 2-D data; Song
         et al.'s rule: the largest pairwise distance of the data).
 
@@ -65,6 +68,10 @@ class ScoreSDE(DiffusionModel):
         time_embedding: str = "sinusoidal",
         t_min: float | None = None,
         t_max: float | None = None,
+        *,
+        importance_sampling: bool = False,
+        n_classes: int = 0,
+        p_uncond: float = 0.1,
     ) -> None:
         if sde not in SDES:
             raise ValueError(f"unknown sde {sde!r}; choose one of {', '.join(SDES)}")
@@ -85,17 +92,25 @@ class ScoreSDE(DiffusionModel):
             time_embedding=time_embedding,
             t_min=t_min,
             t_max=t_max,
+            n_classes=n_classes,
+            p_uncond=p_uncond,
         )
-        self.weighting = weighting
+        self.weighting, self.importance_sampling = weighting, importance_sampling
         del self.config["schedule"]
-        self.config = dict(sde=sde, weighting=weighting, **self.config)
+        self.config = dict(
+            sde=sde, weighting=weighting, importance_sampling=importance_sampling, **self.config
+        )
 
-    def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
-        """Continuous-time DSM (:func:`probpath.losses.score_sde_loss`), logging ``dsm``."""
+    def loss(
+        self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> LossOutput:
+        """Continuous-time DSM (:func:`probpath.losses.score_sde_loss`), logging ``dsm``; with
+        labels ``y``, classifier-free training (:meth:`with_labels`)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        score = self.with_labels(self.score, x, y, generator)
         loss = score_sde_loss(
-            self.score, x, self.path, t_min=self.t_min, weighting=self.weighting,
-            generator=generator,
+            score, x, self.path, t_min=self.t_min, weighting=self.weighting,
+            importance_sampling=self.importance_sampling, generator=generator,
         )  # fmt: skip
         return loss, {"dsm": float(loss.detach())}

@@ -1,4 +1,5 @@
-"""Time inputs for networks: broadcasting a time to the batch and embedding it."""
+"""Time and label inputs for networks: broadcasting a time to the batch and embedding it,
+checking class labels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["broadcast_time", "sinusoidal_embedding"]
+__all__ = ["broadcast_time", "check_labels", "sinusoidal_embedding"]
 
 
 def broadcast_time(t: float | Tensor, x: Tensor) -> Tensor:
@@ -52,3 +53,20 @@ def sinusoidal_embedding(t: Tensor, n_features: int, *, max_frequency: float = 1
     )
     angles = t[:, None] * freqs
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def check_labels(y: Tensor, batch: int, high: int) -> Tensor:
+    """Return ``y`` after checking it is a long tensor of shape ``(batch,)`` in ``[0, high]``.
+
+    Example:
+        >>> check_labels(torch.tensor([0, 2]), 2, high=2)
+        tensor([0, 2])
+    """
+    if not isinstance(y, Tensor) or y.dtype != torch.long or y.shape != (batch,):
+        got = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, Tensor) else repr(y)
+        raise ValueError(f"labels must be a long tensor of shape (batch,) = ({batch},), got {got}")
+    if bool(((y < 0) | (y > high)).any()):
+        raise ValueError(
+            f"labels must lie in [0, {high}], got values from {int(y.min())} to {int(y.max())}"
+        )
+    return y

@@ -8,6 +8,7 @@ or differentiate through the samples when they are.
 """
 
 from probpath.samplers.ddpm import ancestral, ddim, ddpm_timesteps
+from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
 from probpath.samplers.langevin import annealed_langevin, langevin, mala
 from probpath.samplers.ode import edm_times, heun_edm, probability_flow
 from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
@@ -17,9 +18,12 @@ __all__ = [
     "annealed_langevin",
     "ddim",
     "ddpm_timesteps",
+    "dpm_solver",
+    "dpm_solver_pp",
     "edm_times",
     "heun_edm",
     "langevin",
+    "logsnr_times",
     "mala",
     "predictor_corrector",
     "probability_flow",

@@ -70,3 +70,41 @@ def call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
 def sqnorm(v: Tensor) -> Tensor:
     """Squared Euclidean norm of each batch element, shape (batch,)."""
     return v.reshape(v.shape[0], -1).pow(2).sum(1)
+
+
+def linear_steps(
+    model: Model,
+    x: Tensor,
+    ts: Tensor,
+    coefs: tuple[Tensor, Tensor, Tensor],
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """``x <- c_x[k] x + c_m[k] model(x, t_k) + c_z[k] z_k`` for k = 0 .. len(ts) - 2.
+
+    The loop of every sampler whose step is linear in the state, the model output and
+    fresh noise (DDPM, DDIM, reverse-SDE Euler–Maruyama): the caller computes the
+    coefficients of all steps before the loop, so a step is the model call plus three
+    fused operations, and reading them (``tolist``) is the loop's one host
+    synchronisation. ``c_z[k] = 0`` draws no noise. Returns ``(x, nfe)``.
+    """
+    c_x, c_m, c_z = (c.tolist() for c in coefs)
+    for k in range(len(ts) - 1):
+        x = linear_step(model, x, ts[k], c_x[k], c_m[k], c_z[k], generator)
+        if callback is not None:
+            callback(k, x)
+    return x, len(ts) - 1
+
+
+def linear_step(
+    model: Model,
+    x: Tensor,
+    t: Tensor,
+    c_x: float,
+    c_m: float,
+    c_z: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """``c_x x + c_m model(x, t) + c_z z`` (no noise drawn when ``c_z = 0``): one NFE."""
+    out = torch.add(x.mul(c_x), call_model(model, x, t), alpha=c_m)
+    return out.add_(randn_like(x, generator), alpha=c_z) if c_z != 0.0 else out

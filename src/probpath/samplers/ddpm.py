@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from probpath._schedules import ScheduleOutput
-from probpath.samplers._common import Callback, Model, as_grid, check_state, randn_like
+from probpath.samplers._common import Callback, Model, as_grid, check_state, linear_steps
 
 __all__ = ["ancestral", "ddim", "ddpm_timesteps"]
 
@@ -80,33 +80,6 @@ def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Ten
     ratio = a_t / a_s
     v = (s_t**2 - ratio**2 * s_s**2).clamp(min=0.0)  # transition variance of x_t | x_s
     return a_t, a_s, s_t, s_s, v
-
-
-def _run(
-    model: Model,
-    x: Tensor,
-    ts: Tensor,
-    coefs: tuple[Tensor, Tensor, Tensor],
-    generator: torch.Generator | None,
-    callback: Callback | None,
-) -> tuple[Tensor, int]:
-    """``x <- c_x x + c_eps model(x, t_k) + c_z z`` for each step k."""
-    c_x, c_eps, c_z = (c.tolist() for c in coefs)  # one host sync for the whole loop
-    times = [t.expand(x.shape[0]) for t in ts[:-1]]
-    for k, t in enumerate(times):
-        eps = model(x, t)
-        if not isinstance(eps, Tensor) or eps.shape != x.shape:
-            shape = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
-            raise ValueError(
-                f"model(x, t) must return eps shaped like x {tuple(x.shape)}, got {shape}"
-            )
-        out = torch.add(x.mul(c_x[k]), eps, alpha=c_eps[k])
-        if c_z[k] != 0.0:
-            out = out.add_(randn_like(x, generator), alpha=c_z[k])
-        x = out
-        if callback is not None:
-            callback(k, x)
-    return x, len(times)
 
 
 def ancestral(
@@ -164,7 +137,7 @@ def ancestral(
     if float(ts[-1]) == 0.0:
         noise_var = torch.cat([noise_var[:-1], noise_var.new_zeros(1)])
     coefs = (a_s / a_t, -a_s * v / (a_t * s_t), noise_var.sqrt())
-    return _run(model, x, ts, coefs, generator, callback)
+    return linear_steps(model, x, ts, coefs, generator, callback)
 
 
 def ddim(
@@ -220,7 +193,7 @@ def ddim(
     a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
     c = eta * s_s / s_t * v.sqrt()
     coefs = (a_s / a_t, (s_s**2 - c**2).clamp(min=0.0).sqrt() - a_s * s_t / a_t, c)
-    return _run(model, x, ts, coefs, generator, callback)
+    return linear_steps(model, x, ts, coefs, generator, callback)
 
 
 def _ddim_encode(
@@ -237,4 +210,4 @@ def _ddim_encode(
         raise ValueError("alpha(t) must be > 0 on the whole grid to encode with DDIM")
     a_from, a_to, s_from, s_to = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
     coefs = (a_to / a_from, s_to - a_to * s_from / a_from, torch.zeros_like(a_to))
-    return _run(model, x, ts, coefs, None, callback)
+    return linear_steps(model, x, ts, coefs, None, callback)

@@ -112,15 +112,20 @@ def edm_times(
         )
     hi_r, lo_r = torch.exp(ends / rho)
     i = torch.arange(steps + 1, dtype=torch.float64) / steps
-    target = rho * torch.log(hi_r + i * (lo_r - hi_r))
+    ts = _times_at_log_ratio(schedule, rho * torch.log(hi_r + i * (lo_r - hi_r)), t_min, t_max)
+    ts[0], ts[-1] = t_max, t_min
+    return ts
+
+
+def _times_at_log_ratio(schedule: Schedule, target: Tensor, t_min: float, t_max: float) -> Tensor:
+    """The times in ``[t_min, t_max]`` where ``log(sigma/alpha) = target`` (= -λ, λ half the
+    log-SNR), by bisection (``sigma/alpha`` increases with t); float64, shaped like target."""
     lo, hi = torch.full_like(target, t_min), torch.full_like(target, t_max)
     for _ in range(60):  # bisection: 2^-60 of the interval, below float64 resolution
         mid = 0.5 * (lo + hi)
         above = _half_log_ratio(schedule, mid) > target
         hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
-    ts = 0.5 * (lo + hi)
-    ts[0], ts[-1] = t_max, t_min
-    return ts
+    return 0.5 * (lo + hi)
 
 
 def heun_edm(

@@ -22,11 +22,11 @@ from probpath.samplers._common import (
     as_grid,
     call_model,
     check_state,
-    randn_like,
+    linear_step,
+    linear_steps,
     sqnorm,
 )
 from probpath.samplers.langevin import langevin
-from probpath.sdes import reverse_drift
 
 __all__ = ["predictor_corrector", "reverse_sde_euler"]
 
@@ -39,23 +39,20 @@ def _check_decreasing(ts: Tensor) -> None:
         )
 
 
-def _em_step(
-    model: Model,
-    schedule: Schedule,
-    x: Tensor,
-    t: Tensor,
-    t_next: Tensor,
-    noise: bool,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """One Euler–Maruyama step of the reverse SDE from t to t_next < t (one NFE)."""
-    h = t - t_next
-    tb = t.expand(x.shape[0])
-    mean = x - h * reverse_drift(schedule, lambda y, u: call_model(model, y, u), x, tb)
-    if not noise:
-        return mean
-    g = schedule(tb).expand_like(x).diffusion_sq.clamp(min=0).sqrt()
-    return mean + g * h.sqrt() * randn_like(x, generator)
+def _em_coefficients(schedule: Schedule, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Per-step ``(c_x, c_s, c_z)`` of the Euler–Maruyama step from ``t_k`` to ``t_{k+1}``,
+    :math:`x_{k+1} = (1 - h_k f_k)\,x_k + h_k g_k^2\,s(x_k, t_k) + \sqrt{h_k g_k^2}\,z_k`,
+    and ``alpha`` at every time; float64, computed once before the loop."""
+    grid = ts.detach().to(torch.float64)
+    s = schedule(grid)
+    f, g2 = s.drift_coef[:-1], s.diffusion_sq[:-1]
+    if not bool((torch.isfinite(f) & torch.isfinite(g2)).all()):
+        raise ValueError(
+            "the reverse SDE's coefficients f = alpha'/alpha and g^2 are not finite at some "
+            "time of ts (alpha(t) = 0 there): start below t = 1 on paths with alpha(1) = 0"
+        )
+    h = grid[:-1] - grid[1:]
+    return 1 - h * f, h * g2, (h * g2.clamp(min=0)).sqrt(), s.alpha
 
 
 def reverse_sde_euler(
@@ -100,12 +97,10 @@ def reverse_sde_euler(
     check_state(x)
     ts = as_grid(ts, x)
     _check_decreasing(ts)
-    n = len(ts) - 1
-    for k in range(n):
-        x = _em_step(model, schedule, x, ts[k], ts[k + 1], final_noise or k < n - 1, generator)
-        if callback is not None:
-            callback(k, x)
-    return x, n
+    c_x, c_s, c_z, _ = _em_coefficients(schedule, ts)
+    if not final_noise:
+        c_z[-1] = 0.0
+    return linear_steps(model, x, ts, (c_x, c_s, c_z), generator, callback)
 
 
 def predictor_corrector(
@@ -157,20 +152,23 @@ def predictor_corrector(
         raise ValueError(f"n_corrector must be an int >= 0, got {n_corrector!r}")
     if not snr > 0:
         raise ValueError(f"snr must be positive, got {snr}")
+    c_x, c_s, c_z, alpha = _em_coefficients(schedule, ts)
+    c_z[-1] = 0.0
+    ratios = ((alpha[1:] / alpha[:-1]) ** 2).tolist()
+    coefs = [c.tolist() for c in (c_x, c_s, c_z)]
     n, nfe = len(ts) - 1, 0
     for k in range(n):
         t = ts[k]
-        ratio = (schedule(ts[k + 1]).alpha / schedule(t).alpha) ** 2
         for _ in range(n_corrector):
             s = call_model(model, x, t)
-            step = 2 * ratio * (snr * x[0].numel() ** 0.5 / sqnorm(s).sqrt().mean()) ** 2
+            step = 2 * ratios[k] * (snr * x[0].numel() ** 0.5 / sqnorm(s).sqrt().mean()) ** 2
 
             def known(y: Tensor, tt: Tensor, s: Tensor = s) -> Tensor:
                 return s  # the score at x, already evaluated for the step-size rule
 
             x, _ = langevin(known, x, t[None], step_size=2 * step, generator=generator)
             nfe += 1
-        x = _em_step(model, schedule, x, t, ts[k + 1], k < n - 1, generator)
+        x = linear_step(model, x, t, coefs[0][k], coefs[1][k], coefs[2][k], generator)
         nfe += 1
         if callback is not None:
             callback(k, x)

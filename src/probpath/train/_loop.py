@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["JsonlLogger", "check_data", "deferred_sigint", "loss_seed"]
+__all__ = ["JsonlLogger", "check_data", "check_labels", "deferred_sigint", "loss_seed"]
 
 
 def loss_seed(seed: int, rank: int, step: int) -> int:
@@ -64,6 +64,20 @@ class JsonlLogger:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def check_labels(labels: Tensor, data: Tensor, name: str) -> None:
+    """Class labels: an integer tensor (n,), one per row of ``data``, all >= 0."""
+    if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {labels!r:.80}")
+    if labels.shape != (len(data),):
+        raise ValueError(
+            f"{name} must have shape ({len(data)},), one label per row, got {tuple(labels.shape)}"
+        )
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError(
+            f"{name} holds negative labels (first: row {int((labels < 0).nonzero()[0])})"
+        )
 
 
 def check_data(data: Tensor, name: str) -> None:

@@ -88,7 +88,10 @@ def teardown(info: DistInfo) -> None:
 
 
 class LossModule(nn.Module):
-    """``forward(x, generator)`` calls ``model.loss``: the thing to wrap in DDP.
+    """``forward(x, generator, y)`` calls ``model.loss``: the thing to wrap in DDP.
+
+    ``y`` (the batch's labels of a conditional model or classifier) is passed on as
+    ``model.loss(x, y=y, generator=generator)`` when given, and left out otherwise.
 
     Example:
         >>> class M(torch.nn.Module):
@@ -103,9 +106,10 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(
-        self, x: Tensor, generator: torch.Generator | None = None
+        self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None
     ) -> tuple[Tensor, dict[str, float]]:
-        return self.model.loss(x, generator=generator)  # type: ignore[operator]
+        labels = {} if y is None else {"y": y}
+        return self.model.loss(x, generator=generator, **labels)  # type: ignore[operator]
 
 
 def batch_indices(

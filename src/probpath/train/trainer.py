@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._loop import JsonlLogger, check_data, deferred_sigint, loss_seed
+from ._loop import JsonlLogger, check_data, check_labels, deferred_sigint, loss_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, TrainConfig, lr_factor
 from .distributed import DistInfo, LossModule, batch_indices, setup, teardown
@@ -23,7 +23,9 @@ from .ema import EMA
 
 __all__ = ["NonFiniteLossError", "TrainResult", "default_evaluate", "train"]
 
-Evaluate = Callable[[nn.Module, Tensor], dict[str, float]]
+Evaluate = Callable[..., dict[str, float]]
+"""``evaluate(model, eval_data)``, or ``evaluate(model, eval_data, eval_labels)`` when the
+trainer has held-out labels."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,19 +43,36 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-def default_evaluate(model: nn.Module, data: Tensor, chunk: int = 2048) -> dict[str, float]:
+def default_evaluate(
+    model: nn.Module, data: Tensor, labels: Tensor | None = None, chunk: int = 2048
+) -> dict[str, float]:
     """Held-out negative log-likelihood in nats, ``-mean(model.log_prob(x))``.
 
     Runs under ``torch.no_grad()``: an ODE likelihood keeps no graph across its solve (whose
-    step count an untrained diffusion model can push into the thousands).
+    step count an untrained diffusion model can push into the thousands). A conditional
+    model's ``log_prob`` is its unconditional (null-label) likelihood, so ``labels`` are not
+    used. A model without ``log_prob`` (a classifier) is scored by its held-out training
+    loss with ``labels`` and a fixed noise seed (``loss``), and by ``model.accuracy(x, y)``
+    where it has one (``accuracy``).
     """
     p = next(model.parameters())
-    total = 0.0
+    m: Any = model
+    sums: dict[str, float] = {}
+    gen = torch.Generator(device=p.device).manual_seed(0)
     with torch.no_grad():
-        for xb in data.split(chunk):
+        for i, xb in enumerate(data.split(chunk)):
             xb = xb.to(device=p.device, dtype=p.dtype)
-            total += float(-model.log_prob(xb).sum())  # type: ignore[operator]
-    return {"nll": total / len(data)}
+            if hasattr(m, "log_prob"):
+                sums["nll"] = sums.get("nll", 0.0) - float(m.log_prob(xb).sum())
+                continue
+            kw = {} if labels is None else {"y": labels[i * chunk : i * chunk + len(xb)]}
+            kw = {k: v.to(p.device) for k, v in kw.items()}
+            sums["loss"] = sums.get("loss", 0.0) + float(m.loss(xb, generator=gen, **kw)[0]) * len(
+                xb
+            )
+            if kw and hasattr(m, "accuracy"):
+                sums["accuracy"] = sums.get("accuracy", 0.0) + m.accuracy(xb, kw["y"]) * len(xb)
+    return {k: v / len(data) for k, v in sums.items()}
 
 
 def train(
@@ -67,6 +86,8 @@ def train(
     resume: bool = False,
     extra_state: dict[str, Any] | None = None,
     progress: bool = True,
+    labels: Tensor | None = None,
+    eval_labels: Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` on the rows of ``data`` by minimising ``model.loss``.
 
@@ -77,7 +98,12 @@ def train(
     every ``eval_every`` steps (and at the end) ``evaluate(model, eval_data)`` runs on the
     EMA weights (default: held-out NLL); every ``checkpoint_every`` steps (and at the
     end) a checkpoint goes to ``run_dir/checkpoints`` (see :mod:`.checkpoint`), holding
-    also ``extra_state`` (JSON, e.g. the data standardisation).
+    also ``extra_state`` (JSON, e.g. the data standardisation and class names).
+
+    ``labels`` (integer, one per row of ``data``) make the run conditional: each batch's
+    labels go along as ``model.loss(x, y=y, generator=g)`` (a conditional network, which
+    drops them itself with probability ``p_uncond``, or a classifier); ``eval_labels``
+    go to ``evaluate(model, eval_data, eval_labels)``.
 
     ``resume=True`` continues from the newest checkpoint: a resumed run reproduces the
     uninterrupted run's losses exactly (same device, single process). A NaN/inf loss or
@@ -106,6 +132,12 @@ def train(
     check_data(data, "data")
     if eval_data is not None:
         check_data(eval_data, "eval_data")
+    if labels is not None:
+        check_labels(labels, data, "labels")
+    if eval_labels is not None:
+        if eval_data is None:
+            raise ValueError("eval_labels were given without eval_data")
+        check_labels(eval_labels, eval_data, "eval_labels")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -124,6 +156,8 @@ def train(
             resume,
             extra_state,
             progress,
+            labels,
+            eval_labels,
         )
     finally:
         teardown(info)
@@ -141,6 +175,8 @@ def _train(
     resume: bool,
     extra_state: dict[str, Any] | None,
     progress: bool,
+    labels: Tensor | None,
+    eval_labels: Tensor | None,
 ) -> TrainResult:
     device = info.device or params[0].device
     model.to(device)
@@ -217,7 +253,8 @@ def _train(
         if eval_data is None or not info.is_main:
             return {}
         with ema.swapped(model) if ema else nullcontext():
-            out = {k: float(v) for k, v in evaluate_fn(model, eval_data).items()}
+            args = (eval_data,) if eval_labels is None else (eval_data, eval_labels)
+            out = {k: float(v) for k, v in evaluate_fn(model, *args).items()}
         logger.write({"step": step, "split": "eval", **{f"eval_{k}": v for k, v in out.items()}})
         return out
 
@@ -242,10 +279,12 @@ def _train(
                 k = step + 1
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * lr_factor(k, config)
-                x = data[next(batches)].to(device=device, dtype=dtype)
+                idx = next(batches)
+                x = data[idx].to(device=device, dtype=dtype)
+                y = None if labels is None else labels[idx].to(device)
                 gen.manual_seed(loss_seed(config.seed, info.rank, k))
                 optimizer.zero_grad(set_to_none=True)
-                loss, logs = loss_fn(x, gen)
+                loss, logs = loss_fn(x, gen, y)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
                 stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
