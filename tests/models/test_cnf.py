@@ -115,7 +115,8 @@ def test_contract_and_config_round_trip() -> None:
 
 def test_adjoint_logs_backward_nfe_and_matches_backprop() -> None:
     torch.manual_seed(4)
-    model = CNF(dim=2, hidden=(8, 8), rtol=1e-9, atol=1e-9).double()
+    tol = dict(rtol=1e-9, atol=1e-9, train_rtol=1e-9, train_atol=1e-9)
+    model = CNF(dim=2, hidden=(8, 8), **tol).double()
     x = torch.randn(16, 2, dtype=torch.float64)
     grads = []
     for adjoint in (False, True):
@@ -161,3 +162,18 @@ def test_bad_config() -> None:
         build("cnf", width=3)
     with pytest.raises(ValueError, match=r"\(batch, 2\)"):
         CNF().log_prob(torch.zeros(3, 3))
+
+
+def test_training_tolerance_governs_the_loss_only() -> None:
+    torch.manual_seed(6)
+    tol = dict(rtol=1e-7, atol=1e-7, train_rtol=1e-7, train_atol=1e-7)
+    tight = CNF(dim=2, hidden=(16, 16), **tol)
+    loose = build("cnf", **{**tight.config, "train_rtol": 1e-2, "train_atol": 1e-2})
+    loose.load_state_dict(tight.state_dict())
+    x = torch.randn(64, 2)
+    # the loss's solve: fewer function evaluations at the looser tolerance ...
+    assert loose.loss(x)[1]["nfe"] < tight.loss(x)[1]["nfe"]
+    # ... while log_prob (evaluation) solves at rtol in both
+    torch.testing.assert_close(loose.log_prob(x), tight.log_prob(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="positive"):
+        CNF(train_atol=0.0)

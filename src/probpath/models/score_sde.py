@@ -6,7 +6,8 @@ continuous-time denoising score matching (:func:`probpath.losses.score_sde_loss`
 .. math:: \mathbb{E}_{t\sim U(\epsilon, 1)}\,\lambda(t)\,\mathbb{E}\,
           \tfrac12\|s_\theta(x_t, t) + \varepsilon/\sigma(t)\|^2 ,
 
-with :math:`\lambda = \sigma^2` or the likelihood weight :math:`\lambda = g^2`, and sampled
+with :math:`\lambda = \sigma^2` or the likelihood weight :math:`\lambda = g^2` (then t is
+importance-sampled uniformly in log-SNR, Song et al. 2021b, Sec. 5), and sampled
 by every sampler of :class:`~probpath.models.diffusion.DiffusionModel`: the reverse SDE
 (Euler–Maruyama, the default), predictor–corrector, the probability-flow ODE, EDM Heun;
 ``log_prob`` is the exact likelihood along the PF-ODE.
@@ -39,7 +40,8 @@ class ScoreSDE(DiffusionModel):
             their parameters in ``schedule_kwargs``.
         weighting: ``"sigma2"`` (λ = σ², default) or ``"likelihood"`` (λ = g²).
         importance_sampling: draw t uniform in log-SNR, weighted back to the same loss
-            (Song et al. 2021b, Sec. 5; see :func:`probpath.losses.score_sde_loss`).
+            (Song et al. 2021b, Sec. 5; see :func:`probpath.losses.score_sde_loss`); default:
+            on with the likelihood weight (its uniform-t estimate is far noisier), off else.
         prediction: the network's kind (default ``"eps"``, i.e. the score times -σ, which
             keeps the output O(1)); any kind works: the loss reads the score.
         hidden, activation, time_embedding, t_min, t_max, n_classes, p_uncond: as
@@ -69,7 +71,7 @@ class ScoreSDE(DiffusionModel):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
-        importance_sampling: bool = False,
+        importance_sampling: bool | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
     ) -> None:
@@ -95,6 +97,8 @@ class ScoreSDE(DiffusionModel):
             n_classes=n_classes,
             p_uncond=p_uncond,
         )
+        if importance_sampling is None:
+            importance_sampling = weighting == "likelihood"
         self.weighting, self.importance_sampling = weighting, importance_sampling
         del self.config["schedule"]
         self.config = dict(

@@ -139,6 +139,7 @@ class MLP(nn.Module):
         h = x
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.Linear)
             if shared:
                 w, width = layer.weight, h.shape[1]
                 bias = torch.addmm(layer.bias, c, w[:, width:].T)
