@@ -211,6 +211,14 @@ class GuidedModel(PathPredictions, SamplerDispatch, nn.Module):
         self.model, self.classifier = model, classifier
         self.scale, self.method = float(scale), method
         self.register_buffer("labels", labels, persistent=False)
+        if method == "cfg":
+            self._guided = classifier_free(model.predict, labels, self.scale, null=model.n_classes)
+        else:
+            assert classifier is not None  # guide() checked it
+            grad = classifier_log_prob_grad(classifier, labels)
+            self._guided = classifier_guided(
+                model.predict, model.prediction, model.schedule, grad, self.scale
+            )
 
     def __getattr__(self, name: str) -> Any:
         if name in _FORWARDED:
@@ -221,15 +229,7 @@ class GuidedModel(PathPredictions, SamplerDispatch, nn.Module):
         """The guided prediction, of the model's kind; the label is the one given to guide."""
         if y is not None:
             raise ValueError("a guided model's label is fixed by guide(); guide again for another")
-        if self.method == "cfg":
-            fn = classifier_free(self.model.predict, self.labels, self.scale, null=self.n_classes)
-        else:
-            assert self.classifier is not None  # guide() checked it
-            grad = classifier_log_prob_grad(self.classifier, self.labels)
-            fn = classifier_guided(
-                self.model.predict, self.prediction, self.schedule, grad, self.scale
-            )
-        return fn(x, t)
+        return self._guided(x, t)
 
     @property
     def samplers(self) -> tuple[str, ...]:

@@ -58,20 +58,22 @@ def default_evaluate(
     p = next(model.parameters())
     m: Any = model
     sums: dict[str, float] = {}
+
+    def add(key: str, value: float) -> None:
+        sums[key] = sums.get(key, 0.0) + value
+
     gen = torch.Generator(device=p.device).manual_seed(0)
+    ys = [None] * len(data.split(chunk)) if labels is None else labels.split(chunk)
     with torch.no_grad():
-        for i, xb in enumerate(data.split(chunk)):
+        for xb, yb in zip(data.split(chunk), ys, strict=True):
             xb = xb.to(device=p.device, dtype=p.dtype)
             if hasattr(m, "log_prob"):
-                sums["nll"] = sums.get("nll", 0.0) - float(m.log_prob(xb).sum())
+                add("nll", -float(m.log_prob(xb).sum()))
                 continue
-            kw = {} if labels is None else {"y": labels[i * chunk : i * chunk + len(xb)]}
-            kw = {k: v.to(p.device) for k, v in kw.items()}
-            sums["loss"] = sums.get("loss", 0.0) + float(m.loss(xb, generator=gen, **kw)[0]) * len(
-                xb
-            )
-            if kw and hasattr(m, "accuracy"):
-                sums["accuracy"] = sums.get("accuracy", 0.0) + m.accuracy(xb, kw["y"]) * len(xb)
+            kw = {} if yb is None else {"y": yb.to(p.device)}
+            add("loss", float(m.loss(xb, generator=gen, **kw)[0]) * len(xb))
+            if yb is not None and hasattr(m, "accuracy"):
+                add("accuracy", m.accuracy(xb, kw["y"]) * len(xb))
     return {k: v / len(data) for k, v in sums.items()}
 
 
