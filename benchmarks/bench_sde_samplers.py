@@ -22,6 +22,8 @@ Reported for each:
 
     MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296 \
         .venv/bin/python -m benchmarks.bench_sde_samplers [--quick]
+        .venv/bin/python -m benchmarks.bench_sde_samplers --peers-only 64,64,64 \\
+            --train-steps 20000   # part 3 alone, on a smaller network
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ PC_SNR = (0.01, 0.05, 0.1, 0.16)  # predictor-corrector's signal-to-noise ratio,
 PC_STEPS = (5, 10, 25, 50)
 
 
-def train_model(name: str, steps: int, seed: int = 0) -> tuple[ScoreSDE, Standardizer, float]:
+def train_model(
+    name: str, steps: int, seed: int = 0, hidden: tuple[int, ...] = (128, 128, 128)
+) -> tuple[ScoreSDE, Standardizer, float]:
     g = torch.Generator().manual_seed(seed)
     x = sample_toy(name, 50_000, generator=g)
     std = Standardizer.fit(x)
     torch.manual_seed(seed)
-    model = ScoreSDE(dim=2, sde="vp", weighting="likelihood", hidden=[128, 128, 128])
+    model = ScoreSDE(dim=2, sde="vp", weighting="likelihood", hidden=list(hidden))
     cfg = TrainConfig(
         steps=steps, batch_size=512, lr=2e-3, schedule="cosine", warmup_steps=100,
         ema_decay=0.999, log_every=500, checkpoint_every=steps, seed=seed,
@@ -207,11 +211,32 @@ def plot(results: dict[str, Any]) -> None:
     fig.savefig(FIG, dpi=110)
 
 
+def peers_only(hidden: tuple[int, ...], train_steps: int, env: dict[str, Any]) -> None:
+    """Part 3 alone, for a network of the given widths (``sde_peers_<widths>.json``)."""
+    results: dict[str, Any] = {"hidden": list(hidden), "train_steps": train_steps}
+    for name in SETS:
+        model, std, seconds = train_model(name, train_steps, hidden=hidden)
+        test = sample_toy(name, 2000, generator=torch.Generator().manual_seed(1))
+        r = results[name] = {"train_seconds": seconds, **peer_timings(model, std, test, 200)}
+        print(f"{name} {hidden}: trained {seconds:.0f}s; time ratio vs torchsde EM "
+              f"{r['em']['ratio']:.2f}, vs torchdiffeq dopri5 {r['ode']['ratio']:.2f} "
+              f"(NFE {r['ode']['nfe_probpath']} / {r['ode']['nfe_peer']})", flush=True)  # fmt: skip
+        write_results(f"sde_peers_{'x'.join(map(str, hidden))}", {"env": env, **results})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short training, small sets")
+    parser.add_argument(
+        "--peers-only", metavar="WIDTHS", type=lambda s: tuple(int(w) for w in s.split(",")),
+        help="only the peer timings (part 3), on a model of these hidden widths, e.g. 64,64,64",
+    )  # fmt: skip
+    parser.add_argument("--train-steps", type=int, default=50_000, help="with --peers-only")
     args = parser.parse_args()
     env = setup(threads=1)  # the machine is shared: one thread per process
+    if args.peers_only:
+        peers_only(args.peers_only, args.train_steps, env)
+        return
     train_steps, n_test = (200, 300) if args.quick else (50_000, 2000)
     results: dict[str, Any] = {}
     for name in SETS:

@@ -12,6 +12,7 @@ would silently skip the synchronisation. :class:`LossModule` is the adapter whos
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,8 +83,14 @@ def _device(device: torch.device | None, local_rank: int) -> torch.device:
 
 
 def teardown(info: DistInfo) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+    """Destroy the process group if :func:`setup` created it.
+
+    The DDP wrapper and its reducer hold the group too; they are collected first, so that
+    the group's worker threads end here and not during interpreter shutdown (where gloo's
+    threads can abort the process).
+    """
     if info.owns_group and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -146,7 +146,7 @@ def train(
     run_dir = Path(run_dir)
     info = setup(params[0].device)
     try:
-        return _train(
+        result = _train(
             model,
             params,
             data,
@@ -161,6 +161,9 @@ def train(
             labels,
             eval_labels,
         )
+        if info.distributed:  # rank 0 may still write its checkpoint: leave together
+            dist.barrier()
+        return result
     finally:
         teardown(info)
 
