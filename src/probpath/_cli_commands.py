@@ -358,8 +358,11 @@ def _label_index(label: str, classes: tuple[str, ...], run: Path) -> int:
 def _guided(run: LoadedRun, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The model ``probpath sample`` draws from: the run's, or its guided view for
     ``--label`` (``--guidance cfg`` or ``classifier`` with ``--classifier RUN``)."""
-    guidance_flags = {"--guidance": args.guidance, "--scale": args.scale}
-    guidance_flags["--classifier"] = args.classifier
+    guidance_flags = {
+        "--guidance": args.guidance,
+        "--scale": args.scale,
+        "--classifier": args.classifier,
+    }
     if args.label is None:
         given = [k for k, v in guidance_flags.items() if v is not None]
         if given:

@@ -25,6 +25,7 @@ __all__ = [
     "as_time",
     "evaluate",
     "interpolate",
+    "pad_like",
     "shared_time",
 ]
 
@@ -56,6 +57,13 @@ def as_time(t: Tensor | float, *, dtype: torch.dtype | None = None) -> Tensor:
             "for a DDPM index i in 1..T pass t = i / T"
         )
     return t
+
+
+def pad_like(c: Tensor, x: Tensor) -> Tensor:
+    """A coefficient shaped like t ((batch,) or 0-dim), on x's dtype and device and
+    right-padded with singleton dims to broadcast against ``x`` (batch, ...)."""
+    c = c.to(dtype=x.dtype, device=x.device)
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim < x.ndim else c
 
 
 def shared_time(t: Tensor) -> Tensor:
@@ -139,12 +147,11 @@ class ScheduleOutput:
         become (batch, 1, ..., 1), the convention of flow_matching and k-diffusion.
         """
 
-        def pad(c: Tensor) -> Tensor:
-            c = c.to(x.dtype)
-            return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim < x.ndim else c
-
         return ScheduleOutput(
-            pad(self.alpha), pad(self.sigma), pad(self.d_alpha), pad(self.d_sigma)
+            pad_like(self.alpha, x),
+            pad_like(self.sigma, x),
+            pad_like(self.d_alpha, x),
+            pad_like(self.d_sigma, x),
         )
 
 

@@ -38,7 +38,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from probpath._schedules import ScheduleOutput, shared_time
+from probpath._schedules import ScheduleOutput, pad_like, shared_time
 
 __all__ = [
     "Kind",
@@ -211,14 +211,8 @@ def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: Schedule
     if from_kind == to_kind:
         return pred
     coef_a, coef_b = _coefficients(from_kind, to_kind, s)
-    out = pred * _pad(coef_b, x_t)
-    return out if isinstance(coef_a, float) else torch.addcmul(out, _pad(coef_a, x_t), x_t)
-
-
-def _pad(c: Tensor, x: Tensor) -> Tensor:
-    """A coefficient shaped like t, (batch,) or 0-dim, made to broadcast against ``x``."""
-    c = c.to(x.dtype)
-    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if 0 < c.ndim < x.ndim else c
+    out = pred * pad_like(coef_b, x_t)
+    return out if isinstance(coef_a, float) else torch.addcmul(out, pad_like(coef_a, x_t), x_t)
 
 
 def convert_model(

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from probpath._schedules import pad_like
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import DiscreteSchedule
 from probpath.samplers._common import check_state
@@ -41,11 +42,6 @@ def _chain_call(
     return _check_out(eps_model(x, t), x, "eps_model(x, t)")
 
 
-def _pad(c: Tensor, x: Tensor) -> Tensor:
-    c = c.to(dtype=x.dtype, device=x.device)
-    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
-
-
 def _steps(i: int | Tensor, batch: int) -> Tensor:
     idx = torch.as_tensor(i)
     return idx.expand(batch) if idx.dim() == 0 else idx
@@ -77,7 +73,7 @@ def ddpm_simple_loss(
     i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
     mean_coef, var = schedule.marginal(i)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_i = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * eps
+    x_i = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * eps
     return _reduce(_sqnorm(eps - _chain_call(eps_model, x_i, i, schedule.T)), reduction)
 
 
@@ -155,9 +151,9 @@ def ddpm_kl_term(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     mean_coef, var = schedule.marginal(idx)
-    x_i = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * noise
+    x_i = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * noise
     eps = _chain_call(eps_model, x_i, idx, schedule.T)
-    x0_hat = (x_i - _pad(var.sqrt(), x0) * eps) / _pad(mean_coef, x0)
+    x0_hat = (x_i - pad_like(var.sqrt(), x0) * eps) / pad_like(mean_coef, x0)
     mu_q, var_q = schedule.posterior(idx, x_i, x0)
     mu_p, _ = schedule.posterior(idx, x_i, x0_hat)
     var_p = _model_variance(schedule, idx, variance).to(x0)
@@ -213,7 +209,7 @@ def ddpm_decoder_nll(
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     one = torch.ones(x0.shape[0], dtype=torch.long)
     mean_coef, var = schedule.marginal(one)
-    x1 = _pad(mean_coef, x0) * x0 + _pad(var.sqrt(), x0) * noise
+    x1 = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * noise
     eps = _chain_call(eps_model, x1, one, schedule.T)
     beta1 = schedule.betas[0].to(x0)
     mu = (x1 - beta1 / var.sqrt().to(x0)[0] * eps) / (1 - beta1).sqrt()

@@ -74,7 +74,7 @@ def conditional_flow_matching(
         shape_t = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
         raise ValueError(f"t must be a tensor of shape (batch,) = ({x0.shape[0]},), got {shape_t}.")
     else:
-        t = as_time(t.to(x0.dtype))  # drawn times lie in [0, 1] by construction: no check
+        t = as_time(t.to(x0.dtype))  # checked once here; drawn times lie in [t_min, 1]
     x_t, target = interpolate(path.schedule, x0, x1, t)  # GaussianPath.conditional_velocity
     out = _check_out(velocity(x_t, t), x0, "velocity(x_t, t)")
     # the fused squared error (one autograd node) keeps the training step lean

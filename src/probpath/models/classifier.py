@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probpath._schedules import pad_like, shared_time
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import default_time_range
 from probpath.nets import MLP, broadcast_time, check_labels
@@ -44,8 +45,9 @@ class _AlphaScaledLogits(nn.Module):
         self.log_prior = nn.Parameter(torch.zeros(n_classes))
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        alpha = self.schedule(broadcast_time(t, x)).alpha
-        return self.log_prior + alpha[:, None] * self.net(x, t)
+        logits = self.net(x, t)
+        alpha = self.schedule(shared_time(broadcast_time(t, x))).alpha  # once for a shared t
+        return self.log_prior + pad_like(alpha, logits) * logits
 
 
 class NoisyClassifier(nn.Module):

@@ -39,6 +39,18 @@ def as_grid(ts: Tensor, x: Tensor, name: str = "ts") -> Tensor:
     return ts.to(dtype=x.dtype, device=x.device)
 
 
+def decreasing_grid(ts: Tensor, x: Tensor) -> Tensor:
+    """:func:`as_grid`, checked to be strictly decreasing with at least two times: the grid of
+    every sampler that runs from noise (t = 1) towards data (t = 0)."""
+    ts = as_grid(ts, x)
+    if len(ts) < 2 or not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(
+            "ts must be a strictly decreasing grid of at least 2 times (t = 1 is noise, "
+            f"t = 0 data), got {ts.tolist()}"
+        )
+    return ts
+
+
 def per_step(value: float | Tensor, n: int, x: Tensor, name: str) -> Tensor:
     """A positive finite scalar or a 1-D tensor of length ``n`` as a tensor of shape (n,)."""
     v = torch.as_tensor(value, dtype=x.dtype, device=x.device)

@@ -30,7 +30,14 @@ import torch
 from torch import Tensor
 
 from probpath._schedules import ScheduleOutput
-from probpath.samplers._common import Callback, Model, as_grid, check_state, linear_steps
+from probpath.samplers._common import (
+    Callback,
+    Model,
+    as_grid,
+    check_state,
+    decreasing_grid,
+    linear_steps,
+)
 
 __all__ = ["ancestral", "ddim", "ddpm_timesteps"]
 
@@ -61,14 +68,7 @@ def ddpm_timesteps(T: int, steps: int | None = None) -> Tensor:
 
 
 def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Tensor, ...]:
-    """alpha, sigma at the grid (float64) after checking it is strictly decreasing."""
-    if ts.numel() < 2:
-        raise ValueError(f"ts needs at least two times (start and end), got {ts.tolist()}")
-    if not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(
-            f"ts must be strictly decreasing (generation runs from noise, t = 1, to data, "
-            f"t = 0), got {ts.tolist()}"
-        )
+    """alpha, sigma at a strictly decreasing grid (:func:`decreasing_grid`), float64."""
     s = schedule(ts.detach().to(torch.float64))
     alpha, sigma = s.alpha.to(torch.float64), s.sigma.to(torch.float64)
     if not bool((alpha[:-1] > 0).all()) or not bool((sigma[:-1] > 0).all()):
@@ -129,7 +129,7 @@ def ancestral(
         (100, 1.0)
     """
     check_state(x)
-    ts = as_grid(ts, x)
+    ts = decreasing_grid(ts, x)
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
     a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
@@ -190,6 +190,7 @@ def ddim(
         if eta != 0.0:
             raise ValueError("increasing ts (encoding) needs the deterministic eta = 0")
         return _ddim_encode(model, x, ts, schedule, callback)
+    ts = decreasing_grid(ts, x)
     a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
     c = eta * s_s / s_t * v.sqrt()
     coefs = (a_s / a_t, (s_s**2 - c**2).clamp(min=0.0).sqrt() - a_s * s_t / a_t, c)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from probpath.paths import Schedule
-from probpath.samplers._common import Callback, Model, as_grid, call_model, check_state
+from probpath.samplers._common import Callback, Model, call_model, check_state, decreasing_grid
 from probpath.samplers.ode import _half_log_ratio, _times_at_log_ratio
 
 __all__ = ["dpm_solver", "dpm_solver_pp", "logsnr_times"]
@@ -69,14 +69,6 @@ def _alpha_sigma_lambda(schedule: Schedule, t: Tensor) -> tuple[Tensor, Tensor, 
             "inside (0, 1) on paths with alpha(1) = 0 or sigma(0) = 0"
         )
     return alpha, sigma, torch.log(alpha) - torch.log(sigma)
-
-
-def _grid(ts: Tensor, x: Tensor) -> Tensor:
-    check_state(x)
-    ts = as_grid(ts, x)
-    if ts.numel() < 2 or not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(f"ts must be strictly decreasing with >= 2 times, got {ts.tolist()}")
-    return ts
 
 
 def _step(x: Tensor, c_x: float, terms: list[tuple[float, Tensor]]) -> Tensor:
@@ -137,7 +129,8 @@ def dpm_solver(
         15 3.1e-02
         30 1.9e-03
     """
-    ts = _grid(ts, x)
+    check_state(x)
+    ts = decreasing_grid(ts, x)
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
     alpha, sigma, lam = _alpha_sigma_lambda(schedule, ts)
@@ -214,7 +207,8 @@ def dpm_solver_pp(
         20 1.3e-02
         40 3.5e-03
     """
-    ts = _grid(ts, x)
+    check_state(x)
+    ts = decreasing_grid(ts, x)
     alpha, sigma, lam = _alpha_sigma_lambda(schedule, ts)
     h = lam[1:] - lam[:-1]
     s_ratio, psi = (sigma[1:] / sigma[:-1]).tolist(), (alpha[1:] * torch.expm1(-h)).tolist()

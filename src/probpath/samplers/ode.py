@@ -18,7 +18,14 @@ import torch
 from torch import Tensor
 
 from probpath.paths import Schedule
-from probpath.samplers._common import Callback, Model, as_grid, call_model, check_state
+from probpath.samplers._common import (
+    Callback,
+    Model,
+    as_grid,
+    call_model,
+    check_state,
+    decreasing_grid,
+)
 from probpath.solvers import SolverStats, odeint
 
 __all__ = ["edm_times", "heun_edm", "probability_flow"]
@@ -168,9 +175,7 @@ def heun_edm(
         80 0.008
     """
     check_state(x)
-    ts = as_grid(ts, x)
-    if len(ts) < 2 or not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(f"ts must be strictly decreasing with >= 2 times, got {ts.tolist()}")
+    ts = decreasing_grid(ts, x)
     s = schedule(ts)
     alpha, sig = s.alpha, s.sigma / s.alpha
     if not bool(torch.isfinite(sig).all()):

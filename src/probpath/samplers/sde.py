@@ -19,9 +19,9 @@ from probpath.paths import Schedule
 from probpath.samplers._common import (
     Callback,
     Model,
-    as_grid,
     call_model,
     check_state,
+    decreasing_grid,
     linear_step,
     linear_steps,
     sqnorm,
@@ -29,14 +29,6 @@ from probpath.samplers._common import (
 from probpath.samplers.langevin import langevin
 
 __all__ = ["predictor_corrector", "reverse_sde_euler"]
-
-
-def _check_decreasing(ts: Tensor) -> None:
-    if len(ts) < 2 or not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError(
-            "ts must be a strictly decreasing grid of at least 2 times (t = 1 is noise, "
-            f"t = 0 data), got {ts.tolist()}"
-        )
 
 
 def _em_coefficients(schedule: Schedule, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -95,8 +87,7 @@ def reverse_sde_euler(
         (500, 1.0)
     """
     check_state(x)
-    ts = as_grid(ts, x)
-    _check_decreasing(ts)
+    ts = decreasing_grid(ts, x)
     c_x, c_s, c_z, _ = _em_coefficients(schedule, ts)
     if not final_noise:
         c_z[-1] = 0.0
@@ -146,8 +137,7 @@ def predictor_corrector(
         (400, 1.0)
     """
     check_state(x)
-    ts = as_grid(ts, x)
-    _check_decreasing(ts)
+    ts = decreasing_grid(ts, x)
     if not isinstance(n_corrector, int) or n_corrector < 0:
         raise ValueError(f"n_corrector must be an int >= 0, got {n_corrector!r}")
     if not snr > 0:
