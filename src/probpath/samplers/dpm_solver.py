@@ -26,7 +26,7 @@ from torch import Tensor
 
 from probpath.paths import Schedule
 from probpath.samplers._common import Callback, Model, call_model, check_state, decreasing_grid
-from probpath.samplers.ode import _half_log_ratio, _times_at_log_ratio
+from probpath.samplers.ode import _log_ratio_grid, _times_at_log_ratio
 
 __all__ = ["dpm_solver", "dpm_solver_pp", "logsnr_times"]
 
@@ -44,19 +44,7 @@ def logsnr_times(
         >>> VESchedule(0.01, 100.0)(ts).sigma.round(decimals=3).tolist()  # geometric
         [100.0, 10.0, 1.0, 0.1, 0.01]
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if not 0 <= t_min < t_max <= 1:
-        raise ValueError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
-    ends = _half_log_ratio(schedule, torch.tensor([t_max, t_min], dtype=torch.float64))
-    if not bool(torch.isfinite(ends).all()):
-        raise ValueError(
-            "sigma/alpha must be finite and positive at t_min and t_max; move them inside (0, 1)"
-        )
-    target = torch.linspace(float(ends[0]), float(ends[1]), steps + 1, dtype=torch.float64)
-    ts = _times_at_log_ratio(schedule, target, t_min, t_max)
-    ts[0], ts[-1] = t_max, t_min
-    return ts
+    return _log_ratio_grid(schedule, steps, t_min, t_max, lambda hi, lo, u: torch.lerp(hi, lo, u))
 
 
 def _alpha_sigma_lambda(schedule: Schedule, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -12,6 +12,7 @@ steps on the ρ = 7 grid of :func:`edm_times` reach good samples in a few dozen 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -106,20 +107,35 @@ def edm_times(
         >>> VESchedule(0.002, 80.0)(ts).sigma.round(decimals=3).tolist()
         [80.0, 17.528, 2.515, 0.17, 0.002]
     """
+
+    def spread(hi: Tensor, lo: Tensor, u: Tensor) -> Tensor:  # uniform in sigma_hat^(1/rho)
+        hi_r, lo_r = torch.exp(hi / rho), torch.exp(lo / rho)
+        return rho * torch.log(hi_r + u * (lo_r - hi_r))
+
+    return _log_ratio_grid(schedule, steps, t_min, t_max, spread)
+
+
+def _log_ratio_grid(
+    schedule: Schedule,
+    steps: int,
+    t_min: float,
+    t_max: float,
+    spread: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> Tensor:
+    """``steps + 1`` times from ``t_max`` to ``t_min`` (float64) whose ``log(sigma/alpha)``
+    are ``spread(at t_max, at t_min, u)`` for ``u = 0, 1/steps, ..., 1``: the grids of
+    :func:`edm_times` and :func:`probpath.samplers.logsnr_times`."""
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
-    lo_t = torch.tensor(t_min, dtype=torch.float64)
-    hi_t = torch.tensor(t_max, dtype=torch.float64)
-    ends = _half_log_ratio(schedule, torch.stack([hi_t, lo_t]))
-    if not bool(torch.isfinite(ends).all()):
+    hi, lo = _half_log_ratio(schedule, torch.tensor([t_max, t_min], dtype=torch.float64))
+    if not bool(torch.isfinite(hi) & torch.isfinite(lo)):
         raise ValueError(
             "sigma/alpha must be finite and positive at t_min and t_max; move them inside (0, 1)"
         )
-    hi_r, lo_r = torch.exp(ends / rho)
-    i = torch.arange(steps + 1, dtype=torch.float64) / steps
-    ts = _times_at_log_ratio(schedule, rho * torch.log(hi_r + i * (lo_r - hi_r)), t_min, t_max)
+    u = torch.arange(steps + 1, dtype=torch.float64) / steps
+    ts = _times_at_log_ratio(schedule, spread(hi, lo, u), t_min, t_max)
     ts[0], ts[-1] = t_max, t_min
     return ts
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["JsonlLogger", "check_data", "check_labels", "deferred_sigint", "loss_seed"]
+__all__ = ["JsonlLogger", "check_data", "check_label_rows", "deferred_sigint", "loss_seed"]
 
 
 def loss_seed(seed: int, rank: int, step: int) -> int:
@@ -66,7 +66,7 @@ class JsonlLogger:
                 f.write(json.dumps(record) + "\n")
 
 
-def check_labels(labels: Tensor, data: Tensor, name: str) -> None:
+def check_label_rows(labels: Tensor, data: Tensor, name: str) -> None:
     """Class labels: an integer tensor (n,), one per row of ``data``, all >= 0."""
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.is_complex():
         raise TypeError(f"{name} must be an integer tensor of class indices, got {labels!r:.80}")

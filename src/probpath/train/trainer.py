@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._loop import JsonlLogger, check_data, check_labels, deferred_sigint, loss_seed
+from ._loop import JsonlLogger, check_data, check_label_rows, deferred_sigint, loss_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, TrainConfig, lr_factor
 from .distributed import DistInfo, LossModule, batch_indices, setup, teardown
@@ -135,11 +135,11 @@ def train(
     if eval_data is not None:
         check_data(eval_data, "eval_data")
     if labels is not None:
-        check_labels(labels, data, "labels")
+        check_label_rows(labels, data, "labels")
     if eval_labels is not None:
         if eval_data is None:
             raise ValueError("eval_labels were given without eval_data")
-        check_labels(eval_labels, eval_data, "eval_labels")
+        check_label_rows(eval_labels, eval_data, "eval_labels")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
