@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from probpath.data import to_centered
 from probpath.dequantization import Dequantizer, discrete_nll
 from probpath.metrics import bits_per_dim
 
@@ -21,25 +22,28 @@ def _float64():
 @pytest.mark.parametrize("transform", ["centered", "logit"])
 @pytest.mark.parametrize("levels", [2, 17, 256])
 def test_round_trip_and_cubes(transform: str, levels: int) -> None:
+    """Every dequantized draw stays in its pixel's cube; the centred map is the images' own."""
     dq = Dequantizer(levels, transform)
     x = torch.arange(levels).reshape(1, -1)
     g = torch.Generator().manual_seed(0)
     z = dq.dequantize(x.expand(50, -1), generator=g)
     assert torch.equal(dq.to_pixels(z), x.expand(50, -1))  # every draw stays in its cube
     assert torch.equal(dq.to_pixels(dq.center(x)), x)
-    y = torch.rand(20, 3, generator=g) * levels
-    torch.testing.assert_close(dq.inverse(dq.forward(y)), y)
+    if transform == "centered":
+        assert torch.equal(dq.center(x), to_centered(x, levels, torch.float64))
+    v = torch.rand(20, 3, generator=g) * levels - 0.5  # the cubes cover [-1/2, K - 1/2)
+    torch.testing.assert_close(dq.inverse(dq.forward(v)), v)
 
 
 @pytest.mark.parametrize("transform", ["centered", "logit"])
 def test_log_det_is_the_jacobian(transform: str) -> None:
-    """log|det dz/dy| against autograd's diagonal Jacobian (the map acts per coordinate)."""
+    """log|det dz/dv| against autograd's diagonal Jacobian (the map acts per coordinate)."""
     dq = Dequantizer(16, transform, lam=0.05)
-    y = torch.rand(4, 3, generator=torch.Generator().manual_seed(1)) * 16
-    y.requires_grad_(True)
-    z = dq.forward(y)
-    (dz_dy,) = torch.autograd.grad(z.sum(), y)
-    torch.testing.assert_close(dq.log_det(z.detach()), dz_dy.log().sum(1))
+    v = torch.rand(4, 3, generator=torch.Generator().manual_seed(1)) * 16 - 0.5
+    v.requires_grad_(True)
+    z = dq.forward(v)
+    (dz_dv,) = torch.autograd.grad(z.sum(), v)
+    torch.testing.assert_close(dq.log_det(z.detach()), dz_dv.log().sum(1))
 
 
 @pytest.mark.parametrize("transform", ["centered", "logit"])
@@ -47,8 +51,8 @@ def test_log_det_is_the_jacobian(transform: str) -> None:
 def test_uniform_model_scores_log2_levels_bits_per_dim(transform: str, levels: int) -> None:
     """A model uniform on the unit cube y' = y/K has P(x) = K^-D exactly: log2 K bits/dim.
 
-    In model space its density is p_y'(y') |dy'/dz| = exp(-log_det(z)) K^-D (y = K y'), with
-    no error term.
+    In model space its density is p_y'(y') |dy'/dz| = exp(-log_det(z)) K^-D (v = K y' - 1/2),
+    with no error term.
     """
     dq = Dequantizer(levels, transform, lam=1e-3)
     d = 2 * 3 * 3
@@ -75,7 +79,7 @@ def _flat_index(x: torch.Tensor, levels: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("transform", ["centered", "logit"])
 def test_piecewise_constant_model_scores_the_exact_entropy(transform: str) -> None:
-    """The dequantized version of P, p(y) = P(floor y) on [0, K)^D, makes Jensen's bound tight:
+    """The dequantized version of P, p(v) = P(x) on x's unit cube, makes Jensen's bound tight:
     -log P(x) exactly for every x (any k), so its mean under P is the entropy H(P)."""
     levels, d = 4, 3
     dq = Dequantizer(levels, transform, lam=0.01)
@@ -83,7 +87,7 @@ def test_piecewise_constant_model_scores_the_exact_entropy(transform: str) -> No
 
     def log_prob(z: torch.Tensor) -> torch.Tensor:
         pixels = dq.to_pixels(z)
-        return table[_flat_index(pixels, levels)].log() - dq.log_det(z)  # p_y = P(x), unit cubes
+        return table[_flat_index(pixels, levels)].log() - dq.log_det(z)  # p_v = P(x), unit cubes
 
     every = torch.cartesian_prod(*[torch.arange(levels)] * d)  # all K^D pixel vectors
     exact = -table[_flat_index(every, levels)].log()
@@ -112,7 +116,7 @@ def test_importance_weighted_bound_decreases_in_k_and_stays_above_the_true_nll()
         return normal.log_prob(z).sum(1)
 
     x = torch.tensor([[3, 4]]).expand(n, 2)
-    lo, hi = dq.forward(x.double()), dq.forward(x.double() + 1)
+    lo, hi = dq.forward(x.double() - 0.5), dq.forward(x.double() + 0.5)
     true_nll = -torch.log(normal.cdf(hi) - normal.cdf(lo)).sum(1)[0]
     means = []
     for k in (1, 4, 32):
