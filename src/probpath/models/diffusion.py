@@ -160,7 +160,7 @@ def _dpm(
     callback: Callback | None = None,
 ) -> tuple[Tensor, int]:
     """DPM-Solver on ``logsnr_times`` (:func:`probpath.samplers.dpm_solver`, ``dpm_solver_pp``)."""
-    order = _dpm_nfe(method)
+    order = _dpm_nfe(method)  # a singlestep solver of order k spends k NFE a step
     ts = logsnr_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max).to(x)
     if method == "2m":
         return dpm_solver_pp(
