@@ -112,6 +112,13 @@ def test_an_nfe_budget_becomes_steps_and_adaptive_samplers_say_what_they_take() 
     assert model.steps_for_nfe("rk4", 41) == 10 and model.steps_for_nfe("pc", 9) == 4
     assert model.steps_for_nfe("pf-ode", 10) == 5  # pf-ode with steps runs heun
     assert model.steps_for_nfe("dpm", 12, method="3") == 4
+    ncsn = small("ncsn", n_levels=4)  # steps: Langevin steps over all levels, then denoising
+    for nfe in (8, 9, 13):
+        steps = ncsn.steps_for_nfe("annealed-langevin", nfe)
+        with torch.no_grad():
+            used = ncsn.sample_with_nfe(2, sampler="annealed-langevin", steps=steps)[1]
+        assert used <= nfe and used + 4 > nfe  # at most the budget, within one round of levels
+    assert ncsn.steps_for_nfe("annealed-langevin", 8, denoise=False) == 8
     for sampler, opts in (("dopri5", {}), ("pf-ode", {"method": "dopri5"})):
         with pytest.raises(ValueError, match=r"adaptive: rtol/atol set its NFE \(--rtol/--atol"):
             model.steps_for_nfe(sampler, 10, **opts)

@@ -39,8 +39,9 @@ class SamplerEntry(Generic[View]):
     keyword-only, typed and with its default (``steps``' default is the sampler's default
     step count; ``None`` where the sampler picks it); ``nfe_per_step(options)``: the NFE of
     one step given every option of ``run`` with the defaults filled in, or ``None`` for an
-    adaptive sampler (no NFE budget can be set). ``options`` maps each keyword of ``run``
-    but ``generator`` to its default.
+    adaptive sampler (no NFE budget can be set); ``nfe_extra(options)``: evaluations outside
+    the steps (e.g. a final denoising step). ``options`` maps each keyword of ``run`` but
+    ``generator`` to its default.
 
     Example:
         >>> def run(view, x, *, steps=10, eta=0.0, generator=None, callback=None):
@@ -51,6 +52,7 @@ class SamplerEntry(Generic[View]):
 
     run: Callable[Concatenate[View, Tensor, ...], tuple[Tensor, int]]
     nfe_per_step: Callable[[Mapping[str, Any]], int | None]
+    nfe_extra: Callable[[Mapping[str, Any]], int] = lambda options: 0
     options: Mapping[str, Any] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,9 +73,12 @@ class SamplerEntry(Generic[View]):
         options = {p.name: p.default for p in keywords if p.name != "generator"}
         object.__setattr__(self, "options", options)
 
-    def step_nfe(self, options: Mapping[str, Any]) -> int | None:
-        """``nfe_per_step`` with ``options`` over the defaults (``None``: adaptive)."""
-        return self.nfe_per_step({**self.options, **options})
+    def steps_for_nfe(self, nfe: int, options: Mapping[str, Any]) -> int | None:
+        """The most steps (at least 1) that spend at most ``nfe`` evaluations with ``options``
+        over the defaults; ``None`` for an adaptive sampler."""
+        full = {**self.options, **options}
+        per = self.nfe_per_step(full)
+        return None if per is None else max(1, (nfe - self.nfe_extra(full)) // per)
 
 
 class SamplerDispatch:
@@ -137,9 +142,9 @@ class SamplerDispatch:
     def steps_for_nfe(self, sampler: str, nfe: int, **options: Any) -> int:
         """The number of steps of ``sampler`` (with ``options``) that spends at most ``nfe``
         evaluations; an adaptive sampler has none (its NFE follows from rtol/atol)."""
-        per = self._checked(sampler, options).step_nfe(options)
-        if per is None:
-            budget = [s for s in self.samplers if self._entry(s).step_nfe({}) is not None]
+        steps = self._checked(sampler, options).steps_for_nfe(nfe, options)
+        if steps is None:
+            budget = [s for s in self.samplers if self._entry(s).steps_for_nfe(1, {}) is not None]
             given = "".join(f" {k}={v!r}" for k, v in options.items())
             raise ValueError(
                 f"sampler {sampler!r}{' with' + given if given else ''} is adaptive: rtol/atol "
@@ -147,7 +152,7 @@ class SamplerDispatch:
                 f"budget use {'other options or ' if given else ''}a fixed-step sampler: "
                 f"{', '.join(budget)}"
             )
-        return max(1, nfe // per)
+        return steps
 
     def sample_with_nfe(
         self,

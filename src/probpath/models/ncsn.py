@@ -101,7 +101,7 @@ class NCSN(DiffusionModel):
 
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[LevelSampling]]] = {
         **DiffusionModel.SAMPLERS,
-        "annealed-langevin": SamplerEntry(_annealed, lambda o: 1),
+        "annealed-langevin": SamplerEntry(_annealed, lambda o: 1, lambda o: int(o["denoise"])),
     }
     default_sampler = "annealed-langevin"
 
