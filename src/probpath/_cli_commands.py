@@ -159,7 +159,7 @@ def _sampling_kwargs(model: Any, args: argparse.Namespace, solver: dict[str, Any
 
     Generic over families: the names come from ``model.samplers``, the NFE-to-steps rule
     from ``model.steps_for_nfe`` and the accepted solver options from
-    ``model.SAMPLERS[name].options`` (none where absent).
+    ``model.sampler_options(name)``.
     """
     sampler, steps, nfe = (getattr(args, k, None) for k in ("sampler", "steps", "nfe"))
     names = getattr(model, "samplers", None)
@@ -172,10 +172,7 @@ def _sampling_kwargs(model: Any, args: argparse.Namespace, solver: dict[str, Any
             raise ValueError(f"model {type(model).__name__} takes no option {', '.join(solver)}")
         return {}
     name = sampler if sampler is not None else model.default_sampler
-    if name not in names:
-        raise ValueError(f"unknown sampler {name!r}; this model accepts {', '.join(names)}")
-    spec = getattr(model, "SAMPLERS", {}).get(name)
-    allowed = getattr(spec, "options", ())
+    allowed = model.sampler_options(name)  # raises for an unknown name, listing the known
     extra = [k for k in solver if k not in allowed]
     if extra:
         raise ValueError(f"sampler {name!r} takes no solver option {', '.join(extra)}")

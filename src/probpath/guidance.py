@@ -47,8 +47,8 @@ from torch import Tensor, nn
 
 from probpath._schedules import shared_time
 from probpath.models import DiffusionModel, NoisyClassifier
-from probpath.models._sampling import SamplerDispatch, SamplerSpec
-from probpath.models.diffusion import PathPredictions
+from probpath.models._sampling import SamplerDispatch, SamplerEntry
+from probpath.models.diffusion import PathPredictions, PathSampling
 from probpath.nets import broadcast_time, check_labels
 from probpath.parametrize import convert
 from probpath.paths import Schedule
@@ -175,27 +175,17 @@ def classifier_guided(
     return guided
 
 
-_FORWARDED = frozenset(
-    {
-        # what the samplers read from a model that does not involve the network
-        "prediction", "schedule", "sde", "path", "dim", "t_min", "t_max", "_anchor",
-        "config", "schedule_config", "n_classes", "chain", "sigmas", "sigma_to_t",
-        "SAMPLERS", "default_sampler",
-    }
-)  # fmt: skip
-
-
 class GuidedModel(PathPredictions, SamplerDispatch, nn.Module):
     """A view of a :class:`~probpath.models.DiffusionModel` predicting the guided field.
 
-    Built by :func:`guide`. ``predict`` is the guided prediction in the model's own kind;
-    ``score``, ``velocity``, ``eps``, ``x0``, ``log_prob`` (the exact likelihood of the
-    guided PF-ODE), ``sample``, ``sample_with_nfe``, ``steps_for_nfe`` and ``samplers`` work
-    as on the model. NFE counts network calls: a classifier-free call is one batched call
-    on 2 × batch rows, a classifier-guided one also runs the classifier forward and backward.
-    The path attributes the samplers read (schedule, times, DDPM chain, NCSN levels) are
-    the model's, listed in ``_FORWARDED``: a new sampler that reads another attribute of
-    the model, one that does not involve the network, adds its name there.
+    Built by :func:`guide`. ``predict`` is the guided prediction in the model's own kind, on
+    the model's path; ``score``, ``velocity``, ``eps``, ``x0``, ``log_prob`` (the exact
+    likelihood of the guided PF-ODE), ``sample``, ``sample_with_nfe``, ``steps_for_nfe``,
+    ``sampler_options`` and ``samplers`` work as on the model: the model's sampler entries run
+    on ``model.sampling_view(self)``, the view the model builds for its own samplers with the
+    guided predictions in place of its own. NFE counts network calls: a classifier-free call
+    is one batched call on 2 × batch rows, a classifier-guided one also runs the classifier
+    forward and backward.
     """
 
     labels: Tensor
@@ -211,6 +201,8 @@ class GuidedModel(PathPredictions, SamplerDispatch, nn.Module):
         super().__init__()
         self.model, self.classifier = model, classifier
         self.scale, self.method = float(scale), method
+        self._predict_on_path_of(model)
+        self.default_sampler = model.default_sampler
         self.register_buffer("labels", labels, persistent=False)
         if method == "cfg":
             self._guided = classifier_free(model.predict, labels, self.scale, null=model.n_classes)
@@ -221,24 +213,26 @@ class GuidedModel(PathPredictions, SamplerDispatch, nn.Module):
                 model.predict, model.prediction, model.schedule, grad, self.scale
             )
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _FORWARDED:
-            return getattr(self._modules["model"], name)
-        return super().__getattr__(name)
-
     def predict(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The guided prediction, of the model's kind; the label is the one given to guide."""
         if y is not None:
             raise ValueError("a guided model's label is fixed by guide(); guide again for another")
         return self._guided(x, t)
 
+    def _like(self) -> Tensor:
+        return self.model._like()
+
+    def sampling_view(self) -> PathSampling:
+        """The model's sampling view of the guided predictions."""
+        return self.model.sampling_view(self)
+
     @property
     def samplers(self) -> tuple[str, ...]:
         """The model's samplers."""
         return self.model.samplers
 
-    def _spec(self, sampler: str) -> SamplerSpec:
-        return self.model._spec(sampler)
+    def _entry(self, sampler: str) -> SamplerEntry[Any]:
+        return self.model._entry(sampler)
 
 
 def _same_path(model: DiffusionModel, classifier: NoisyClassifier) -> bool:

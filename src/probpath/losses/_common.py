@@ -1,4 +1,5 @@
-"""Shared checks and reductions of the losses (private)."""
+"""Shared checks and reductions of the losses (private; the batch checks they share with the
+samplers are in :mod:`probpath._batch`)."""
 
 from __future__ import annotations
 
@@ -7,23 +8,15 @@ from typing import Literal
 
 from torch import Tensor
 
+from probpath._batch import check_like
+from probpath._batch import sqnorm as _sqnorm
+
 Reduction = Literal["mean", "none"]
 Score = Callable[[Tensor], Tensor]
 
 
 def _check_out(out: Tensor, x: Tensor, what: str = "score(x)") -> Tensor:
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"{what} must return a tensor shaped like x {tuple(x.shape)}, got {shape}; "
-            "a score is a gradient with respect to x."
-        )
-    return out
-
-
-def _sqnorm(v: Tensor) -> Tensor:
-    """Squared Euclidean norm of each batch element, shape (batch,)."""
-    return v.reshape(v.shape[0], -1).pow(2).sum(1)
+    return check_like(out, x, what, "a score is a gradient with respect to x")
 
 
 def _reduce(per_example: Tensor, reduction: Reduction) -> Tensor:

@@ -8,10 +8,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from probpath._batch import check_state
 from probpath._schedules import pad_like
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import DiscreteSchedule
-from probpath.samplers._common import check_state
 
 __all__ = [
     "ddpm_decoder_nll",

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._batch import check_state
 from probpath._schedules import as_time, interpolate
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import GaussianPath
-from probpath.samplers._common import check_state
 
 __all__ = ["conditional_flow_matching"]
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._batch import check_state
 from probpath.divergence import ProbeKind, exact_divergence, hutchinson_divergence, sample_probe
 from probpath.losses._common import Reduction, Score, _check_out, _dsm, _reduce, _sqnorm
-from probpath.samplers._common import check_state
 
 __all__ = [
     "denoising_score_matching",

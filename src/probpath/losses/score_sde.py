@@ -8,10 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._batch import check_state
 from probpath._schedules import evaluate
 from probpath.losses._common import Reduction, _check_out, _dsm, _reduce
 from probpath.paths import GaussianPath, Schedule
-from probpath.samplers._common import check_state
 from probpath.samplers.dpm_solver import logsnr_times
 
 __all__ = ["WEIGHTINGS", "score_sde_loss"]

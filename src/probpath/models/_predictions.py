@@ -1,13 +1,15 @@
 """Everything a model on a Gaussian path gets from its ``predict`` alone (private).
 
 Shared by :class:`probpath.models.DiffusionModel` and :class:`probpath.guidance.GuidedModel`:
-predictions in every kind, the samplers' clock and prior, the exact PF-ODE likelihood.
+predictions in every kind, the samplers' clock and prior, the exact PF-ODE likelihood, and
+:class:`PathSampling`, what a sampler entry reads from such a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -18,15 +20,22 @@ from probpath.paths import Schedule
 from probpath.samplers.ode import probability_flow
 from probpath.sdes import SDE
 
-__all__ = ["PathPredictions"]
+__all__ = ["PathPredictions", "PathSampling", "Prediction"]
+
+Prediction = Callable[[Tensor, Tensor], Tensor]
+"""``(x, t) -> tensor shaped like x``, ``t`` of shape (batch,): one kind of prediction."""
+
+_View = TypeVar("_View", bound="PathSampling")
 
 
 class PathPredictions:
     """Every kind, the samplers' start and clock, and the exact likelihood, from ``predict``.
 
     A mixin for anything that predicts along a Gaussian path: it needs ``predict(x, t, y)``
-    (of kind ``prediction``), ``schedule``, ``sde``, ``dim``, ``t_min``, ``t_max`` and a
-    0-dim ``_anchor`` tensor giving the dtype and device of new tensors.
+    (of kind ``prediction``) and the path it predicts on: ``schedule``, ``sde``, ``dim``,
+    ``t_min``, ``t_max`` (:meth:`_predict_on_path_of` takes them from another model), and
+    :meth:`_like`, a 0-dim tensor giving the dtype and device of new tensors (by default the
+    ``_anchor`` buffer).
     """
 
     prediction: str
@@ -40,6 +49,16 @@ class PathPredictions:
     def predict(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The raw prediction, of kind ``self.prediction``."""
         raise NotImplementedError(f"{type(self).__name__} must define predict")
+
+    def _like(self) -> Tensor:
+        """A 0-dim tensor with the dtype and device of new tensors."""
+        return self._anchor
+
+    def _predict_on_path_of(self, other: PathPredictions) -> None:
+        """Take every input above but ``predict`` and :meth:`_like` from ``other``: a view of
+        another model (e.g. :class:`probpath.guidance.GuidedModel`) predicts on its path."""
+        self.prediction, self.schedule, self.sde = other.prediction, other.schedule, other.sde
+        self.dim, self.t_min, self.t_max = other.dim, other.t_min, other.t_max
 
     # --- predictions in every kind -------------------------------------------------------
     def as_kind(self, kind: str) -> Callable[..., Tensor]:
@@ -70,12 +89,12 @@ class PathPredictions:
         """``steps + 1`` equally spaced times from ``t_max`` down to ``t_min``."""
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
-        ref = self._anchor if like is None else like
+        ref = self._like() if like is None else like
         return torch.linspace(self.t_max, self.t_min, steps + 1, dtype=ref.dtype, device=ref.device)
 
     def prior_sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws of the prior at t_max, N(0, (alpha^2 + sigma^2) I)."""
-        a = self._anchor
+        a = self._like()
         return self.sde.prior_sample(
             (n, self.dim), t=self.t_max, generator=generator, dtype=a.dtype, device=a.device
         )
@@ -135,3 +154,33 @@ class PathPredictions:
         """Noise → data along the PF-ODE (t_max → t_min)."""
         ts = torch.tensor([self.t_max, self.t_min], dtype=z.dtype, device=z.device)
         return probability_flow(self.velocity, z, ts, **options)[0]
+
+
+@dataclass(frozen=True)
+class PathSampling:
+    """What a sampler entry reads from a model on a Gaussian path.
+
+    ``eps``, ``x0``, ``score``, ``velocity``: the predictions in each kind; ``time_grid(steps,
+    like)``: ``steps + 1`` equal times from ``t_max`` to ``t_min``; ``schedule``, ``t_min``,
+    ``t_max``: the path and the ends of sampling. Built by :meth:`of` from the object whose
+    predictions are sampled (the model, or a guided view of it); a family whose samplers read
+    more subclasses it (DDPM's chain, NCSN's levels), so a guided view, which gets its view
+    from the model, cannot miss a field.
+    """
+
+    eps: Prediction
+    x0: Prediction
+    score: Prediction
+    velocity: Prediction
+    time_grid: Callable[[int, Tensor], Tensor]
+    schedule: Schedule
+    t_min: float
+    t_max: float
+
+    @classmethod
+    def of(cls: type[_View], p: PathPredictions, **family: Any) -> _View:
+        """The view of ``p``'s predictions and path, with the subclass's ``family`` fields."""
+        return cls(
+            eps=p.as_kind("eps"), x0=p.as_kind("x0"), score=p.score, velocity=p.velocity,
+            time_grid=p.time_grid, schedule=p.schedule, t_min=p.t_min, t_max=p.t_max, **family,
+        )  # fmt: skip

@@ -25,7 +25,8 @@ class GenerativeModel(Protocol):
       through ``probpath.models.build(name, **config)``;
     - ``loss(x)``: the training objective on a batch ``x`` of shape (batch, dim),
       with extra numbers to log;
-    - ``sample(n)``: ``n`` samples of shape (n, dim);
+    - ``sample(n)``: ``n`` samples of shape (n, dim), without an autograd graph unless
+      ``grad=True`` (to differentiate through sampling);
     - ``log_prob(x)``: log-density (or a lower bound of it) in nats, shape (batch,).
     """
 
@@ -33,6 +34,8 @@ class GenerativeModel(Protocol):
 
     def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput: ...
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, grad: bool = False
+    ) -> Tensor: ...
 
     def log_prob(self, x: Tensor) -> Tensor: ...

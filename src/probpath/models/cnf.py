@@ -219,9 +219,13 @@ class CNF(nn.Module):
         p = next(self.parameters())
         return torch.randn(n, self.dim, generator=generator, dtype=p.dtype, device=p.device)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` samples: z ~ N(0, I) decoded from t = 1 to t = 0, shape (n, dim)."""
-        return self.decode(self._base(n, generator))
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, grad: bool = False
+    ) -> Tensor:
+        """``n`` samples: z ~ N(0, I) decoded from t = 1 to t = 0, shape (n, dim); with an
+        autograd graph through the solve only for ``grad=True``."""
+        with torch.set_grad_enabled(grad):
+            return self.decode(self._base(n, generator))
 
     def sample_with_log_prob(
         self, n: int, *, generator: torch.Generator | None = None

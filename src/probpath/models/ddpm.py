@@ -12,36 +12,64 @@ ELBO's bound :meth:`nll_bound` (:func:`probpath.losses.ddpm_nll_bound`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from probpath import losses
+from probpath.models._predictions import PathPredictions
 from probpath.models.base import LossOutput
-from probpath.models.diffusion import DiffusionModel, SamplerSpec
+from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.paths import DiscreteSchedule
 from probpath.samplers import ancestral, ddim, ddpm_timesteps
+from probpath.samplers._common import Callback
+from probpath.samplers.ddpm import Variance
 
-__all__ = ["DDPM"]
-
-
-def _eps_model(m: DiffusionModel) -> Callable[[Tensor, Tensor], Tensor]:
-    """The network itself when it predicts eps (no conversion cost per step)."""
-    return m.predict if m.prediction == "eps" else m.eps
+__all__ = ["DDPM", "ChainSampling"]
 
 
-def _run_ancestral(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    o = dict(o)
-    o.setdefault("variance", m.config["variance"])
+@dataclass(frozen=True)
+class ChainSampling(PathSampling):
+    """What DDPM's samplers read: :class:`PathSampling` and the discrete ``chain`` with the
+    model's reverse-step ``variance``."""
+
+    chain: DiscreteSchedule
+    variance: Variance
+
+
+def _ancestral(
+    m: ChainSampling,
+    x: Tensor,
+    *,
+    steps: int | None = None,
+    variance: Variance | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """Ancestral sampling (:func:`probpath.samplers.ancestral`); ``steps=None``: the whole
+    chain; ``variance=None``: the model's."""
+    return ancestral(
+        m.eps, x, ddpm_timesteps(m.chain.T, steps).to(x), schedule=m.chain,
+        variance=m.variance if variance is None else variance, generator=generator,
+        callback=callback,
+    )  # fmt: skip
+
+
+def _ddim(
+    m: ChainSampling,
+    x: Tensor,
+    *,
+    steps: int = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """DDIM (:func:`probpath.samplers.ddim`) on ``steps`` indices of the chain."""
     ts = ddpm_timesteps(m.chain.T, steps).to(x)
-    return ancestral(_eps_model(m), x, ts, schedule=m.chain, generator=g, **o)
-
-
-def _run_ddim(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    ts = ddpm_timesteps(m.chain.T, steps or 50).to(x)
-    return ddim(_eps_model(m), x, ts, schedule=m.chain, generator=g, **o)
+    return ddim(m.eps, x, ts, schedule=m.chain, eta=eta, generator=generator, callback=callback)
 
 
 class DDPM(DiffusionModel):
@@ -73,12 +101,12 @@ class DDPM(DiffusionModel):
         torch.Size([3])
     """
 
-    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
+    SAMPLERS: ClassVar[Mapping[str, SamplerEntry[ChainSampling]]] = {
         **DiffusionModel.SAMPLERS,
-        "ancestral": SamplerSpec(_run_ancestral, lambda o: 1, "eps", None),
-        "ddim": SamplerSpec(_run_ddim, lambda o: 1, "eps", 50),
+        "ancestral": SamplerEntry(_ancestral, lambda o: 1),
+        "ddim": SamplerEntry(_ddim, lambda o: 1),
     }
-    default_sampler: ClassVar[str] = "ancestral"
+    default_sampler = "ancestral"
 
     def __init__(
         self,
@@ -115,13 +143,20 @@ class DDPM(DiffusionModel):
         self.chain: DiscreteSchedule = self.schedule
         self.config.update(variance=variance, decoder=decoder)
 
+    def sampling_view(self, predictions: PathPredictions | None = None) -> ChainSampling:
+        """:class:`PathSampling` of ``predictions`` (default: this model) with the chain."""
+        return ChainSampling.of(
+            self if predictions is None else predictions,
+            chain=self.chain, variance=self.config["variance"],
+        )  # fmt: skip
+
     def loss(
         self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None
     ) -> LossOutput:
         """L_simple: ``||eps - eps_theta(x_i, i / T)||^2`` with i ~ U{1..T} (Algorithm 1);
         with labels ``y``, classifier-free training (:meth:`with_labels`)."""
         self._check(x)
-        eps_model = self.with_labels(_eps_model(self), x, y, generator)
+        eps_model = self.with_labels(self.as_kind("eps"), x, y, generator)
         loss = losses.ddpm_simple_loss(eps_model, x, self.chain, generator=generator)
         return loss, {"l_simple": float(loss.detach())}
 
@@ -133,7 +168,7 @@ class DDPM(DiffusionModel):
         """
         self._check(x)
         return losses.ddpm_nll_bound(
-            _eps_model(self), x, self.chain, decoder=self.config["decoder"],
+            self.as_kind("eps"), x, self.chain, decoder=self.config["decoder"],
             variance=self.config["variance"], generator=generator,
         )  # fmt: skip
 
@@ -156,8 +191,9 @@ class DDPM(DiffusionModel):
         z = self.prior_sample(z_or_n, generator=generator) if isinstance(z_or_n, int) else z_or_n
         self._check(z)
         states = [z]
-        default = self.SAMPLERS[sampler].default_steps
-        n_steps = len(ddpm_timesteps(self.chain.T, steps or default)) - 1
+        if steps is None:
+            steps = self.sampler_options(sampler)["steps"]
+        n_steps = len(ddpm_timesteps(self.chain.T, steps)) - 1
         if n_times > n_steps + 1:
             raise ValueError(f"n_times can be at most steps + 1 = {n_steps + 1}, got {n_times}")
         keep = set(torch.linspace(0, n_steps - 1, n_times - 1).round().long().tolist())
@@ -166,7 +202,9 @@ class DDPM(DiffusionModel):
             if k in keep:
                 states.append(x)
 
-        self._spec(sampler).run(self, z, steps, generator, {"callback": record})
+        self._entry(sampler).run(
+            self.sampling_view(), z, steps=steps, generator=generator, callback=record
+        )
         return torch.stack(states)
 
     def _check(self, x: Tensor) -> None:

@@ -17,83 +17,158 @@ How a family plugs in (DDPM, NCSN, flow matching, the score SDE):
    ``self.path.sample`` to noise the data and ``self.as_kind(kind)`` to read the network in
    your target's kind; ``self.with_labels(fn, x, y, generator)`` binds the training labels,
    dropped to the null label with probability ``p_uncond``, for conditional models);
-3. optionally add samplers: ``SAMPLERS = {**DiffusionModel.SAMPLERS, "ancestral":
-   SamplerSpec(run, lambda options: 1, "eps", None)}`` (run, NFE per step, kind read,
-   default steps, solver options) where ``run(model, x_T, steps, generator, options) ->
-   (samples, nfe)``, and set ``default_sampler``. The CLI reads ``model.samplers`` and
-   calls ``model.sample_with_nfe(n, sampler=..., steps=...)``;
+3. optionally add samplers: a typed entry ``run(view, x_T, *, steps=..., <options>=...,
+   generator=None, callback=None) -> (samples, nfe)`` over :class:`PathSampling` (what a
+   sampler may read from the model), registered with its NFE per step:
+   ``SAMPLERS = {**DiffusionModel.SAMPLERS, "name": SamplerEntry(run, lambda options: 1)}``,
+   and set ``default_sampler``. A sampler that reads more than :class:`PathSampling` holds
+   reads a subclass of it, which the family builds in :meth:`sampling_view` (DDPM's chain,
+   NCSN's levels). ``sample(n, sampler="name", steps=N, **options)`` checks the options
+   against ``run``'s signature; the CLI reads ``model.samplers`` and
+   ``model.sampler_options(name)``;
 4. optionally define ``nll_bound(x) -> Tensor`` (e.g. DDPM's ELBO); ``probpath eval``
    reports it next to the exact NLL.
 
 Everything that only reads the network through ``predict`` (every kind, the samplers'
 time grid and prior, the PF-ODE likelihood) lives in :class:`PathPredictions`, which
-:class:`probpath.guidance.GuidedModel` shares, so a guided view samples like its model.
+:class:`probpath.guidance.GuidedModel` shares; a guided view samples with its model's
+entries on the view ``model.sampling_view(guided)``, so it sees whatever the model's
+samplers see.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from probpath.models._predictions import PathPredictions
-from probpath.models._sampling import SamplerDispatch, SamplerSpec
+from probpath.models._predictions import PathPredictions, PathSampling
+from probpath.models._sampling import SamplerDispatch, SamplerEntry
 from probpath.models.base import LossOutput
 from probpath.nets import MLP, check_labels
 from probpath.parametrize import KINDS
 from probpath.paths import GaussianPath, Schedule, make_schedule
+from probpath.samplers._common import Callback
 from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
 from probpath.samplers.ode import edm_times, heun_edm, probability_flow
 from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 from probpath.sdes import SDE
 
-__all__ = ["DiffusionModel", "PathPredictions", "SamplerSpec", "default_time_range"]
+__all__ = [
+    "DPMMethod",
+    "DiffusionModel",
+    "PathPredictions",
+    "PathSampling",
+    "SamplerEntry",
+    "default_time_range",
+]
 
-_FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
-
-
-def _run_euler_maruyama(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    ts = m.time_grid(steps or 1000, x)
-    return reverse_sde_euler(m.score, x, ts, schedule=m.schedule, generator=g, **o)
-
-
-def _run_pc(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    ts = m.time_grid(steps or 500, x)
-    return predictor_corrector(m.score, x, ts, schedule=m.schedule, generator=g, **o)
-
-
-def _run_pf_ode(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    o = dict(o)
-    method = o.pop("method", "dopri5" if steps is None else "heun")
-    if steps is None and method in _FIXED_NFE:
-        steps = 100
-    ts = m.time_grid(1 if steps is None else steps, x)
-    return probability_flow(m.velocity, x, ts, method=method, generator=g, **o)
-
-
-def _run_heun(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    ts = edm_times(m.schedule, steps or 20, t_min=m.t_min, t_max=m.t_max, **o)
-    return heun_edm(m.eps, x, ts.to(x), schedule=m.schedule, generator=g)
-
-
+_FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}  # NFE per step of each method
 _DPM_NFE = {"2m": 1, "1": 1, "2": 2, "3": 3}  # NFE per step of each DPM-Solver variant
+DPMMethod = Literal["2m", "1", "2", "3"]
+"""``"2m"``: DPM-Solver++(2M); ``"1"`` .. ``"3"``: singlestep DPM-Solver of that order."""
 
 
-def _run_dpm(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    method = str(o.get("method", "2m"))  # "2m": DPM-Solver++(2M); "1".."3": singlestep order
+def _euler_maruyama(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int = 1000,
+    final_noise: bool = False,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """The reverse SDE by Euler–Maruyama (:func:`probpath.samplers.reverse_sde_euler`)."""
+    return reverse_sde_euler(
+        m.score, x, m.time_grid(steps, x), schedule=m.schedule, final_noise=final_noise,
+        generator=generator, callback=callback,
+    )  # fmt: skip
+
+
+def _pc(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int = 500,
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """Predictor–corrector (:func:`probpath.samplers.predictor_corrector`)."""
+    return predictor_corrector(
+        m.score, x, m.time_grid(steps, x), schedule=m.schedule, snr=snr,
+        n_corrector=n_corrector, generator=generator, callback=callback,
+    )  # fmt: skip
+
+
+def _pf_ode(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int | None = None,
+    method: str | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    options: dict[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """The PF-ODE with any :func:`probpath.solvers.odeint` ``method``: dopri5 by default, heun
+    when ``steps`` is given; a fixed-step method without ``steps`` takes 100."""
+    if method is None:
+        method = "dopri5" if steps is None else "heun"
+    if steps is None:
+        steps = 100 if method in _FIXED_NFE else 1
+    return probability_flow(
+        m.velocity, x, m.time_grid(steps, x), method=method, rtol=rtol, atol=atol,
+        options=options, generator=generator, callback=callback,
+    )  # fmt: skip
+
+
+def _heun(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int = 20,
+    rho: float = 7.0,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """EDM's Heun (:func:`probpath.samplers.heun_edm`) on the ``rho`` grid of ``edm_times``."""
+    ts = edm_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max, rho=rho).to(x)
+    return heun_edm(m.eps, x, ts, schedule=m.schedule, generator=generator, callback=callback)
+
+
+def _dpm_nfe(method: str) -> int:
+    """NFE per step of the DPM-Solver variant ``method``, checked."""
     if method not in _DPM_NFE:
         raise ValueError(f"dpm method must be one of {', '.join(_DPM_NFE)}, got {method!r}")
-    ts = logsnr_times(m.schedule, steps or 20, t_min=m.t_min, t_max=m.t_max).to(x)
+    return _DPM_NFE[method]
+
+
+def _dpm(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int = 20,
+    method: DPMMethod = "2m",
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """DPM-Solver on ``logsnr_times`` (:func:`probpath.samplers.dpm_solver`, ``dpm_solver_pp``)."""
+    order = _dpm_nfe(method)  # a singlestep solver of order k spends k NFE a step
+    ts = logsnr_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max).to(x)
     if method == "2m":
-        return dpm_solver_pp(m.x0, x, ts, schedule=m.schedule, generator=g)
-    return dpm_solver(m.eps, x, ts, schedule=m.schedule, order=int(method), generator=g)
-
-
-def _pf_ode_nfe(o: dict[str, Any]) -> int | None:
-    return _FIXED_NFE.get(o.get("method", "heun"))
+        return dpm_solver_pp(
+            m.x0, x, ts, schedule=m.schedule, generator=generator, callback=callback
+        )
+    return dpm_solver(
+        m.eps, x, ts, schedule=m.schedule, order=order, generator=generator, callback=callback
+    )
 
 
 def default_time_range(
@@ -130,8 +205,10 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
             or a U-Net; ``net(x, t, y=...)`` for a conditional model, ``y=None`` meaning the
             null label); it is not part of ``config``.
 
-    Sampling: ``samplers`` lists the accepted names; ``sample(n, sampler=..., steps=...)``
-    returns samples and ``sample_with_nfe`` also the NFE used.
+    Sampling: ``samplers`` lists the accepted names (and ``"em"``, ``"ode"`` for
+    ``"euler-maruyama"``, ``"pf-ode"``); ``sample(n, sampler=..., steps=..., **options)``
+    returns samples and ``sample_with_nfe`` also the NFE used; ``sampler_options(name)``
+    lists a sampler's options and their defaults.
 
     Example:
         >>> model = DiffusionModel(dim=2, schedule="vp", hidden=[16])
@@ -144,18 +221,16 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         torch.Size([3])
     """
 
-    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
-        "euler-maruyama": SamplerSpec(_run_euler_maruyama, lambda o: 1, "score", 1000),
-        "pc": SamplerSpec(_run_pc, lambda o: 1 + o.get("n_corrector", 1), "score", 500),
-        "pf-ode": SamplerSpec(
-            _run_pf_ode, _pf_ode_nfe, "velocity", None, ("method", "rtol", "atol", "options")
-        ),
-        "heun": SamplerSpec(_run_heun, lambda o: 2, "eps", 20),
-        "dpm": SamplerSpec(
-            _run_dpm, lambda o: _DPM_NFE.get(str(o.get("method", "2m")), 1), "eps", 20, ("method",)
-        ),
+    # entries over PathSampling; a family's own entries may read a subclass of it
+    SAMPLERS: ClassVar[Mapping[str, SamplerEntry[Any]]] = {
+        "euler-maruyama": SamplerEntry(_euler_maruyama, lambda o: 1),
+        "pc": SamplerEntry(_pc, lambda o: 1 + o["n_corrector"]),
+        "pf-ode": SamplerEntry(_pf_ode, lambda o: _FIXED_NFE.get(o["method"] or "heun")),
+        "heun": SamplerEntry(_heun, lambda o: 2),
+        "dpm": SamplerEntry(_dpm, lambda o: _dpm_nfe(o["method"])),
     }
-    default_sampler: ClassVar[str] = "pf-ode"
+    SAMPLER_ALIASES: ClassVar[Mapping[str, str]] = {"em": "euler-maruyama", "ode": "pf-ode"}
+    default_sampler = "pf-ode"
     _anchor: Tensor
 
     def __init__(
@@ -209,6 +284,11 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         self.sde = SDE(self.schedule)
         # follows .to(dtype/device) even when the network has no parameters
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def sampling_view(self, predictions: PathPredictions | None = None) -> PathSampling:
+        """What the samplers read: the predictions of ``predictions`` (default: this model;
+        a guided view passes itself) on this model's path."""
+        return PathSampling.of(self if predictions is None else predictions)
 
     def predict(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The raw network output (of kind ``self.prediction``), ``t`` of shape (batch,).

@@ -16,28 +16,50 @@ by summing :math:`\exp(-E)` over a regular grid on a box, which is only practica
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from probpath import losses
-from probpath.models._sampling import SamplerDispatch, SamplerSpec
+from probpath.models._sampling import SamplerDispatch, SamplerEntry
 from probpath.models.base import LossOutput
 from probpath.nets import MLP
 from probpath.samplers import langevin
+from probpath.samplers._common import Callback
 
-__all__ = ["EBM"]
+__all__ = ["EBM", "LangevinSampling"]
 
 OBJECTIVES = ("ism", "ssm", "dsm")
 
 
-def _run_langevin(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    ts = torch.zeros(steps or m.config["n_steps"], dtype=x.dtype, device=x.device)
-    o = dict(o)
-    step_size = o.pop("step_size", None) or m.config["step_size"]
-    return langevin(m.score, x, ts, step_size=step_size, generator=g, **o)
+@dataclass(frozen=True)
+class LangevinSampling:
+    """What the EBM's Langevin sampler reads: the ``score`` and the model's ``step_size`` and
+    ``n_steps``."""
+
+    score: Callable[[Tensor, Tensor], Tensor]
+    step_size: float
+    n_steps: int
+
+
+def _langevin(
+    m: LangevinSampling,
+    x: Tensor,
+    *,
+    steps: int | None = None,
+    step_size: float | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """Unadjusted Langevin (:func:`probpath.samplers.langevin`); ``None``: the model's."""
+    ts = torch.zeros(m.n_steps if steps is None else steps, dtype=x.dtype, device=x.device)
+    return langevin(
+        m.score, x, ts, step_size=m.step_size if step_size is None else step_size,
+        generator=generator, callback=callback,
+    )  # fmt: skip
 
 
 class EBM(SamplerDispatch, nn.Module):
@@ -96,10 +118,15 @@ class EBM(SamplerDispatch, nn.Module):
         self.dim = dim
         self.net = MLP(dim, hidden, activation, "concat", out_dim=1)
 
-    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
-        "langevin": SamplerSpec(_run_langevin, lambda o: 1, "score", None),
+    SAMPLERS: ClassVar[Mapping[str, SamplerEntry[LangevinSampling]]] = {
+        "langevin": SamplerEntry(_langevin, lambda o: 1),
     }
-    default_sampler: ClassVar[str] = "langevin"
+    default_sampler = "langevin"
+
+    def sampling_view(self) -> LangevinSampling:
+        """What the Langevin sampler reads."""
+        c = self.config
+        return LangevinSampling(self.score, c["step_size"], c["n_steps"])
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.dim:

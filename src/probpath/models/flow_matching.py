@@ -26,7 +26,7 @@ and the score-based samplers are switched off for such a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -35,7 +35,8 @@ from torch import Tensor
 from probpath.coupling import ot_coupling
 from probpath.losses import conditional_flow_matching
 from probpath.models.base import LossOutput
-from probpath.models.diffusion import DiffusionModel, SamplerSpec
+from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
+from probpath.samplers._common import Callback
 from probpath.samplers.ode import probability_flow
 
 __all__ = ["FlowMatching"]
@@ -45,15 +46,43 @@ _ODE_NFE = {"euler": 1, "midpoint": 2, "rk4": 4}
 _SCORE_SAMPLERS = ("euler-maruyama", "pc", "heun")  # need E[eps | x_t]: independent pairs
 
 
-def _ode_sampler(method: str) -> SamplerSpec:
-    default = None if method == "dopri5" else 100
+def _fixed_step_ode(method: str) -> SamplerEntry[PathSampling]:
+    """The learned ODE with the fixed-step solver ``method``, 100 steps by default."""
 
-    def run(m: DiffusionModel, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-        ts = m.time_grid(steps or default or 1, x)
-        return probability_flow(m.velocity, x, ts, method=method, generator=g, **o)
+    def run(
+        m: PathSampling,
+        x: Tensor,
+        *,
+        steps: int = 100,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> tuple[Tensor, int]:
+        ts = m.time_grid(steps, x)
+        return probability_flow(
+            m.velocity, x, ts, method=method, generator=generator, callback=callback
+        )
 
-    per = _ODE_NFE.get(method)
-    return SamplerSpec(run, lambda o: per, "velocity", default)
+    nfe = _ODE_NFE[method]
+    return SamplerEntry(run, lambda o: nfe)
+
+
+def _dopri5(
+    m: PathSampling,
+    x: Tensor,
+    *,
+    steps: int = 1,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    options: dict[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """The learned ODE with adaptive dopri5 at ``rtol``/``atol``; ``steps``: the intervals of
+    the output grid (the solver picks its own steps)."""
+    return probability_flow(
+        m.velocity, x, m.time_grid(steps, x), method="dopri5", rtol=rtol, atol=atol,
+        options=options, generator=generator, callback=callback,
+    )  # fmt: skip
 
 
 class FlowMatching(DiffusionModel):
@@ -85,11 +114,12 @@ class FlowMatching(DiffusionModel):
         ('dopri5', 'dpm', 'euler', 'midpoint', 'pf-ode', 'rk4')
     """
 
-    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
+    SAMPLERS: ClassVar[Mapping[str, SamplerEntry[PathSampling]]] = {
         **DiffusionModel.SAMPLERS,
-        **{m: _ode_sampler(m) for m in ("euler", "midpoint", "rk4", "dopri5")},
+        **{m: _fixed_step_ode(m) for m in _ODE_NFE},
+        "dopri5": SamplerEntry(_dopri5, lambda o: None),
     }
-    default_sampler: ClassVar[str] = "dopri5"
+    default_sampler = "dopri5"
 
     def __init__(
         self,
@@ -135,20 +165,15 @@ class FlowMatching(DiffusionModel):
         self.config = dict(base, path=path, sigma_min=sigma_min, ot_coupling=ot_coupling)
         self.ot_coupling = ot_coupling
 
-    @property
-    def samplers(self) -> tuple[str, ...]:
-        """Accepted sampler names (ODE ones only when ``ot_coupling``; see the module doc)."""
-        names = sorted(self.SAMPLERS)
-        return tuple(n for n in names if not (self.ot_coupling and n in _SCORE_SAMPLERS))
-
-    def _spec(self, sampler: str) -> SamplerSpec:
-        if self.ot_coupling and sampler in _SCORE_SAMPLERS:
-            raise ValueError(
-                f"sampler {sampler!r} needs the score, which an OT-coupled flow-matching "
-                "model does not define (its noise depends on the data); use an ODE sampler: "
-                f"{', '.join(self.samplers)}"
-            )
-        return super()._spec(sampler)
+    def _unavailable(self, sampler: str) -> str | None:
+        """The score samplers, with ``ot_coupling`` (see the module doc)."""
+        if not (self.ot_coupling and sampler in _SCORE_SAMPLERS):
+            return None
+        odes = ", ".join(s for s in sorted(self.SAMPLERS) if s not in _SCORE_SAMPLERS)
+        return (
+            f"sampler {sampler!r} needs the score, which an OT-coupled flow-matching "
+            f"model does not define (its noise depends on the data); use an ODE sampler: {odes}"
+        )
 
     def loss(
         self, x: Tensor, *, y: Tensor | None = None, generator: torch.Generator | None = None

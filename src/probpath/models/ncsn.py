@@ -19,30 +19,54 @@ interpolates between the L trained ones).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from probpath import losses
+from probpath.models._predictions import PathPredictions
 from probpath.models.base import LossOutput
-from probpath.models.diffusion import DiffusionModel, SamplerSpec
+from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.paths import ve_sigmas
 from probpath.samplers import annealed_langevin
+from probpath.samplers._common import Callback
 
-__all__ = ["NCSN"]
+__all__ = ["NCSN", "LevelSampling"]
 
 
-def _run_annealed(m: Any, x: Tensor, steps: int | None, g: Any, o: dict) -> Any:
-    """``steps`` counts Langevin steps over all levels (NFE - 1): ``steps // L`` per level."""
-    o = dict(o)
-    o.setdefault("step_size", m.config["step_size"])
-    sigmas = m.sigmas.to(x)
-    per_level = m.config["n_steps_per_level"] if steps is None else max(1, steps // len(sigmas))
+@dataclass(frozen=True)
+class LevelSampling(PathSampling):
+    """What NCSN's annealed Langevin reads: :class:`PathSampling`, the noise levels ``sigmas``
+    (L,), their path times ``level_times`` and the model's Langevin ``step_size`` and
+    ``n_steps_per_level``."""
+
+    sigmas: Tensor
+    level_times: Tensor
+    step_size: float
+    n_steps_per_level: int
+
+
+def _annealed(
+    m: LevelSampling,
+    x: Tensor,
+    *,
+    steps: int | None = None,
+    step_size: float | None = None,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+) -> tuple[Tensor, int]:
+    """Annealed Langevin (:func:`probpath.samplers.annealed_langevin`). ``steps`` counts
+    Langevin steps over all levels (NFE - 1), ``steps // L`` per level (``None``: the model's
+    ``n_steps_per_level``); ``step_size=None``: the model's."""
+    per_level = m.n_steps_per_level if steps is None else max(1, steps // len(m.sigmas))
     return annealed_langevin(
-        m.score, x, m.sigma_to_t(sigmas), sigmas=sigmas, n_steps_per_level=per_level,
-        generator=g, **o,
+        m.score, x, m.level_times.to(x), sigmas=m.sigmas.to(x), n_steps_per_level=per_level,
+        step_size=m.step_size if step_size is None else step_size, denoise=denoise,
+        generator=generator, callback=callback,
     )  # fmt: skip
 
 
@@ -75,11 +99,11 @@ class NCSN(DiffusionModel):
         (torch.Size([3, 2]), 21)
     """
 
-    SAMPLERS: ClassVar[dict[str, SamplerSpec]] = {
+    SAMPLERS: ClassVar[Mapping[str, SamplerEntry[LevelSampling]]] = {
         **DiffusionModel.SAMPLERS,
-        "annealed-langevin": SamplerSpec(_run_annealed, lambda o: 1, "score", 100),
+        "annealed-langevin": SamplerEntry(_annealed, lambda o: 1, lambda o: int(o["denoise"])),
     }
-    default_sampler: ClassVar[str] = "annealed-langevin"
+    default_sampler = "annealed-langevin"
 
     def __init__(
         self,
@@ -126,6 +150,14 @@ class NCSN(DiffusionModel):
         self.sigmas: Tensor
         self.register_buffer("sigmas", sigmas.to(torch.get_default_dtype()), persistent=False)
         self._log_ratio = math.log(sigma_max / sigma_min)
+
+    def sampling_view(self, predictions: PathPredictions | None = None) -> LevelSampling:
+        """:class:`PathSampling` of ``predictions`` (default: this model) with the levels."""
+        return LevelSampling.of(
+            self if predictions is None else predictions, sigmas=self.sigmas,
+            level_times=self.sigma_to_t(self.sigmas), step_size=self.config["step_size"],
+            n_steps_per_level=self.config["n_steps_per_level"],
+        )  # fmt: skip
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         """Path time of a level: ``log(sigma / sigma_min) / log(sigma_max / sigma_min)``."""

@@ -16,7 +16,7 @@ by every sampler of :class:`~probpath.models.diffusion.DiffusionModel`: the reve
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,7 +56,7 @@ class ScoreSDE(DiffusionModel):
         (['dsm'], torch.Size([3, 2]))
     """
 
-    default_sampler: ClassVar[str] = "euler-maruyama"
+    default_sampler = "euler-maruyama"
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Helpers shared by the samplers: input checks, noise, and calling the model.
+"""Helpers shared by the samplers: input checks (with :mod:`probpath._batch`), noise, and
+calling the model.
 
 Every sampler has the leading signature ``(model, x, ts, *, generator=None,
 callback=None)``, calls ``model(x, t)`` with ``t`` of shape ``(batch,)`` and returns the
@@ -12,21 +13,27 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._batch import check_like, check_state, sqnorm
+
+__all__ = [
+    "Callback",
+    "Model",
+    "as_grid",
+    "call_model",
+    "check_state",
+    "decreasing_grid",
+    "linear_step",
+    "linear_steps",
+    "per_step",
+    "randn_like",
+    "sqnorm",
+]
+
 Model = Callable[[Tensor, Tensor], Tensor]
 """``model(x, t) -> tensor``, with ``x`` of shape ``(batch, ...)`` and ``t`` of shape (batch,)."""
 
 Callback = Callable[[int, Tensor], None]
 """``callback(step, x)``: called after every step with the step index and the new state."""
-
-
-def check_state(x: Tensor) -> None:
-    """Raise if ``x`` is not a floating tensor with a non-empty batch dimension."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}.")
-    if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"x must have a non-empty leading batch dimension, got {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}.")
 
 
 def as_grid(ts: Tensor, x: Tensor, name: str = "ts") -> Tensor:
@@ -70,18 +77,7 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 def call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
     """``model(x, t)`` with the scalar ``t`` broadcast to shape (batch,); output shaped like x."""
-    out = model(x, t.expand(x.shape[0]))
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(
-            f"model(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {shape}."
-        )
-    return out
-
-
-def sqnorm(v: Tensor) -> Tensor:
-    """Squared Euclidean norm of each batch element, shape (batch,)."""
-    return v.reshape(v.shape[0], -1).pow(2).sum(1)
+    return check_like(model(x, t.expand(x.shape[0])), x, "model(x, t)")
 
 
 def linear_steps(
