@@ -1,5 +1,6 @@
 """FFJORD-style convolutional nets: the concat layer's formula, the CNF field's divergence
-(exact and Hutchinson), the energy's score and second derivatives, row independence."""
+(exact and Hutchinson), the energy's score and second derivatives (row independence:
+test_unet.py)."""
 
 from __future__ import annotations
 
@@ -80,17 +81,6 @@ def test_energy_is_twice_differentiable() -> None:
     grads = {n: p.grad for n, p in energy.named_parameters()}
     assert grads.pop("head.bias") is None  # a constant shift of E leaves the Laplacian
     assert all(g is not None and g.any() for g in grads.values())
-
-
-@pytest.mark.parametrize("net", [ConvField(2, hidden=(4, 4)), ConvEnergy(2, hidden=(4, 4))])
-def test_rows_are_independent(net: torch.nn.Module) -> None:
-    torch.manual_seed(4)
-    x = torch.randn(3, 2, 6, 6, requires_grad=True)
-    out = net(x, torch.rand(3))
-    for b in range(3):
-        (grad,) = torch.autograd.grad(out[b].sum(), x, retain_graph=True)
-        assert grad[b].abs().max() > 0
-        assert torch.cat([grad[:b], grad[b + 1 :]]).abs().max() == 0
 
 
 def test_shapes_time_and_errors() -> None:

@@ -1,5 +1,6 @@
 """The U-Net and its encoder: shapes at every supported size, conditioning on time and
-labels, row independence, zero initialisation, float64, the attention formula."""
+labels, zero initialisation, float64, the attention formula; row independence of every
+image network."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from probpath.nets import UNet, UNetEncoder, unet_config_for
+from probpath.nets import ConvEnergy, ConvField, UNet, UNetEncoder, unet_config_for
 from probpath.nets._blocks import SelfAttention
 
 SMALL = {"base_channels": 8, "norm_groups": 4}
@@ -100,15 +101,17 @@ def test_labels_null_is_default_and_each_label_matters() -> None:
         small_unet((1, 8, 8))(x, t, null)
 
 
-@pytest.mark.parametrize("kind", ["unet", "encoder"])
+@pytest.mark.parametrize("kind", ["unet", "encoder", "field", "energy"])
 def test_rows_are_independent(kind: str) -> None:
     # per-sample divergences need output row b to depend on input row b alone
     torch.manual_seed(4)
-    if kind == "unet":
-        net: nn.Module = perturb(small_unet((1, 8, 8), attention_levels=(0, 1)))
-    else:
-        net = UNetEncoder(1, 3, attention_levels=(0,), **SMALL)
-    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    net: nn.Module = {
+        "unet": lambda: perturb(small_unet((2, 8, 8), attention_levels=(0, 1))),
+        "encoder": lambda: UNetEncoder(2, 3, attention_levels=(0,), **SMALL),
+        "field": lambda: ConvField(2, hidden=(4, 4)),
+        "energy": lambda: ConvEnergy(2, hidden=(4, 4)),
+    }[kind]()
+    x = torch.randn(3, 2, 8, 8, requires_grad=True)
     out = net(x, torch.rand(3))
     for b in range(3):
         (grad,) = torch.autograd.grad(out[b].sum(), x, retain_graph=True)
@@ -153,10 +156,14 @@ def test_double_backward_through_attention() -> None:
 
 
 def test_presets() -> None:
-    assert unet_config_for((1, 8, 8))["channel_mult"] == (1, 2, 2)
-    assert unet_config_for((1, 28, 28))["channel_mult"] == (1, 2, 2)
-    assert unet_config_for((3, 32, 32))["channel_mult"] == (1, 2, 2, 2)
-    assert unet_config_for((1, 5, 5))["channel_mult"] == (1,)
+    def sizes(shape: tuple[int, int, int]) -> tuple[int, tuple[int, ...]]:
+        config = unet_config_for(shape)
+        return config["base_channels"], config["channel_mult"]
+
+    assert sizes((1, 8, 8)) == (32, (1, 2, 2))
+    assert sizes((1, 28, 28)) == (16, (1, 2, 4))
+    assert sizes((3, 32, 32)) == (16, (1, 2, 4, 4))
+    assert sizes((1, 5, 5)) == (32, (1,))
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         unet_config_for((64,))
     # the deepest level of every preset is at least 2 x 2

@@ -40,23 +40,26 @@ def unet_config_for(shape: Sequence[int]) -> dict[str, Any]:
     ``(C, H, W)``, small enough to train on two CPU cores.
 
     Levels: halve the smaller side while it is even and at least 4, up to 4 levels
-    (8 -> 4 -> 2; 28 -> 14 -> 7; 32 -> 16 -> 8 -> 4); widths ``32 * (1, 2, 2, 2)`` over the
-    levels, one residual block per level, self-attention in the middle only, GroupNorm
-    with 8 groups (4 channels per group at 32 channels). Measured sizes and step times:
-    docs/nets.md.
+    (8 -> 4 -> 2; 28 -> 14 -> 7; 32 -> 16 -> 8 -> 4). Widths: the full-resolution level
+    dominates the cost, so it gets 32 channels up to 16x16 pixels and 16 above, and the
+    levels below, with 4x fewer pixels each, widen: ``32 * (1, 2, 2, 2)`` or
+    ``16 * (1, 2, 4, 4)``. One residual block per level, self-attention in the middle
+    only, GroupNorm with 8 groups. Parameters and step times: docs/nets.md.
 
     Example:
-        >>> unet_config_for((1, 28, 28))["channel_mult"]
-        (1, 2, 2)
+        >>> config = unet_config_for((1, 28, 28))
+        >>> config["base_channels"], config["channel_mult"]
+        (16, (1, 2, 4))
     """
     if len(shape) != 3 or any(int(s) < 1 for s in shape):
         raise ValueError(f"images have a shape (C, H, W) of positive sizes, got {tuple(shape)}")
     side, levels = min(int(shape[1]), int(shape[2])), 1
+    small = max(int(shape[1]), int(shape[2])) <= 16
     while levels < 4 and side % 2 == 0 and side >= 4:
         side, levels = side // 2, levels + 1
     return {
-        "base_channels": 32,
-        "channel_mult": (1, 2, 2, 2)[:levels],
+        "base_channels": 32 if small else 16,
+        "channel_mult": ((1, 2, 2, 2) if small else (1, 2, 4, 4))[:levels],
         "num_res_blocks": 1,
         "attention_levels": (),
         "norm_groups": 8,

@@ -29,7 +29,7 @@ __all__ = ["UNet", "UNetEncoder"]
 
 
 class _Stage(nn.Module):
-    """A residual block, followed by self-attention when ``attention`` is set."""
+    """A residual block, followed by self-attention with ``heads`` heads unless ``None``."""
 
     def __init__(
         self, c_in: int, c_out: int, emb_dim: int, dropout: float, groups: int, heads: int | None
@@ -62,10 +62,12 @@ class _DownPath(nn.Module):
         super().__init__()
         levels = len(channel_mult)
         bad = [lv for lv in attention_levels if not 0 <= lv < levels]
-        if in_channels < 1 or base_channels < 1 or num_res_blocks < 1 or levels < 1 or bad:
+        sizes = (in_channels, base_channels, num_res_blocks, levels, *channel_mult)
+        if min(sizes) < 1 or bad:
             raise ValueError(
                 "need in_channels, base_channels, num_res_blocks >= 1, a non-empty "
-                f"channel_mult and attention levels in [0, {levels}); got {in_channels}, "
+                f"channel_mult of positive integers and attention levels in [0, {levels}); "
+                f"got {in_channels}, "
                 f"{base_channels}, {num_res_blocks}, {tuple(channel_mult)}, "
                 f"{tuple(attention_levels)}"
             )
