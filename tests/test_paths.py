@@ -18,6 +18,7 @@ from probpath.paths import (
     VPCosineSchedule,
     VPSchedule,
     cosine_betas,
+    gaussian_posterior,
     linear_betas,
     ve_sigmas,
 )
@@ -134,6 +135,22 @@ def test_chain_posterior_against_bayes_rule(i):
         torch.testing.assert_close(var, torch.trapezoid(w * (grid - num_mean) ** 2, grid))
     else:
         assert var == 0 and torch.allclose(mean, x0[None])
+
+
+@pytest.mark.parametrize("schedule", [VESchedule(0.01, 50.0), SubVPSchedule()], ids=repr)
+def test_gaussian_posterior_is_the_conditional_of_the_joint(schedule):
+    # (x_s, x_t) given x_0 is jointly Gaussian with Cov(x_s, x_t) = a sigma_s^2, a =
+    # alpha_t / alpha_s (x_t = a x_s + noise independent of x_s); condition on x_t
+    t, s_ = torch.tensor([0.7, 0.3], dtype=F64), torch.tensor([0.2, 0.29], dtype=F64)
+    at, as_ = schedule(t), schedule(s_)
+    q = gaussian_posterior(at.alpha, at.sigma, as_.alpha, as_.sigma)
+    a = at.alpha / as_.alpha
+    cov, var_t = a * as_.sigma**2, at.sigma**2
+    x0, xt = torch.tensor([0.7, -1.2], dtype=F64), torch.tensor([0.3, 2.0], dtype=F64)
+    mean = as_.alpha * x0 + cov / var_t * (xt - at.alpha * x0)
+    torch.testing.assert_close(q.coef_x0 * x0 + q.coef_xt * xt, mean)
+    torch.testing.assert_close(q.var, as_.sigma**2 - cov**2 / var_t)
+    torch.testing.assert_close(q.transition_var, var_t - a**2 * as_.sigma**2)
 
 
 def test_discrete_chain_as_continuous_schedule():

@@ -106,8 +106,8 @@ def interpolate(
 
 
 def _affine(s: ScheduleOutput, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
-    c = s.expand_like(x0)
-    return torch.addcmul(c.alpha * x0, c.sigma, x1), torch.addcmul(c.d_alpha * x0, c.d_sigma, x1)
+    x_t = torch.addcmul(pad_like(s.alpha, x0) * x0, pad_like(s.sigma, x0), x1)
+    return x_t, s.velocity(x0, x1)
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,15 @@ class ScheduleOutput:
     d_sigma: Tensor
 
     @property
+    def half_log_snr(self) -> Tensor:
+        """lambda(t) / 2 = log(alpha / sigma), the time variable of DPM-Solver (Lu et al. 2022a)
+        and minus the log of EDM's sigma / alpha (+inf where sigma = 0, -inf where alpha = 0)."""
+        return torch.log(self.alpha) - torch.log(self.sigma)
+
+    @property
     def log_snr(self) -> Tensor:
-        """lambda(t) = log(alpha^2 / sigma^2) (+inf where sigma = 0, -inf where alpha = 0)."""
-        return 2 * (torch.log(self.alpha) - torch.log(self.sigma))
+        """lambda(t) = log(alpha^2 / sigma^2) = 2 :attr:`half_log_snr` (Kingma et al. 2021)."""
+        return 2 * self.half_log_snr
 
     @property
     def drift_coef(self) -> Tensor:
@@ -139,6 +145,18 @@ class ScheduleOutput:
     def diffusion_sq(self) -> Tensor:
         """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2 (Kingma et al. 2021, eq. 8)."""
         return 2 * self.sigma * self.d_sigma - 2 * self.drift_coef * self.sigma**2
+
+    def velocity(self, x0: Tensor, eps: Tensor) -> Tensor:
+        """``alpha' x_0 + sigma' eps``: the time derivative of ``x_t = alpha x_0 + sigma eps``
+        along the pair, the conditional flow-matching target (Lipman et al. 2023, eq. 15); at
+        ``(E[x_0 | x_t], E[eps | x_t])`` it is the marginal velocity, the PF-ODE drift.
+        The coefficients (t's shape) are padded to broadcast against ``x0``.
+
+        >>> ScheduleOutput(*torch.tensor([0.5, 0.5, -1.0, 1.0])).velocity(
+        ...     torch.tensor([1.0]), torch.tensor([3.0]))
+        tensor([2.])
+        """
+        return torch.addcmul(pad_like(self.d_alpha, x0) * x0, pad_like(self.d_sigma, x0), eps)
 
     def expand_like(self, x: Tensor) -> ScheduleOutput:
         """Right-pad the fields with singleton dims so they broadcast against ``x``.

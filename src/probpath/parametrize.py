@@ -187,7 +187,7 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, x_t: Tensor, s: ScheduleOutp
         return -eps / c.sigma
     if kind == "v":
         return c.alpha * eps - c.sigma * x0
-    return c.d_alpha * x0 + c.d_sigma * eps
+    return c.velocity(x0, eps)
 
 
 def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: ScheduleOutput) -> Tensor:

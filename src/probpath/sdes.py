@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from probpath._schedules import shared_time
+from probpath.likelihood import gaussian_log_prob
 from probpath.paths import Schedule, ScheduleOutput, SubVPSchedule, VESchedule, VPSchedule
 
 __all__ = [
@@ -114,10 +115,7 @@ class SDE:
 
     def prior_log_prob(self, z: Tensor, *, t: float = 1.0) -> Tensor:
         """log N(z; 0, (alpha(t)^2 + sigma(t)^2) I) summed over non-batch dims, shape (batch,)."""
-        std = self.prior_std(t)
-        flat = z.flatten(1)
-        d = flat.shape[1]
-        return -0.5 * (flat / std).pow(2).sum(1) - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
+        return gaussian_log_prob(z, var=self.prior_std(t) ** 2)
 
     def f_and_g(self) -> tuple[TimeFn, TimeFn]:
         """``(f(t, y), g(t, y))`` of the forward SDE for ``sdeint`` with diagonal noise."""

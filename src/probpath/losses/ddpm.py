@@ -8,8 +8,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from probpath._schedules import pad_like
+from probpath._schedules import ScheduleOutput, evaluate, pad_like
+from probpath.likelihood import gaussian_kl, gaussian_log_prob
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
+from probpath.parametrize import eps_to_x0
 from probpath.paths import DiscreteSchedule
 from probpath.samplers._common import check_state
 
@@ -42,6 +44,27 @@ def _chain_call(
     return _check_out(eps_model(x, t), x, "eps_model(x, t)")
 
 
+def _noised(
+    schedule: DiscreteSchedule, i: Tensor, x0: Tensor, noise: Tensor
+) -> tuple[Tensor, ScheduleOutput]:
+    """``x_i = alpha_i x_0 + sigma_i eps`` (``alpha_i^2 = abar_i``) and the chain's coefficients
+    at ``t = i / T`` (``i`` of shape (batch,), validated by the caller)."""
+    s = evaluate(schedule, i.to(device=x0.device, dtype=torch.float64) / schedule.T)
+    return torch.addcmul(pad_like(s.alpha, x0) * x0, pad_like(s.sigma, x0), noise), s
+
+
+def _denoised(
+    eps_model: Callable[[Tensor, Tensor], Tensor],
+    schedule: DiscreteSchedule,
+    i: Tensor,
+    x0: Tensor,
+    noise: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """``x_i`` and the model's ``x0_hat = (x_i - sigma_i eps_theta(x_i, i/T)) / alpha_i``."""
+    x_i, s = _noised(schedule, i, x0, noise)
+    return x_i, eps_to_x0(_chain_call(eps_model, x_i, i, schedule.T), x_i, s)
+
+
 def _steps(i: int | Tensor, batch: int) -> Tensor:
     idx = torch.as_tensor(i)
     return idx.expand(batch) if idx.dim() == 0 else idx
@@ -71,9 +94,8 @@ def ddpm_simple_loss(
     """
     check_state(x0)
     i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
-    mean_coef, var = schedule.marginal(i)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_i = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * eps
+    x_i, _ = _noised(schedule, i, x0, eps)
     return _reduce(_sqnorm(eps - _chain_call(eps_model, x_i, i, schedule.T)), reduction)
 
 
@@ -91,15 +113,7 @@ def ddpm_prior_kl(x0: Tensor, schedule: DiscreteSchedule) -> Tensor:
     """
     check_state(x0)
     abar = schedule.alphas_cumprod[-1].to(dtype=x0.dtype, device=x0.device)
-    d = x0[0].numel()
-    return 0.5 * (abar * _sqnorm(x0) - d * abar - d * torch.log1p(-abar))
-
-
-def _gaussian_kl(mu_q: Tensor, var_q: Tensor, mu_p: Tensor, var_p: Tensor) -> Tensor:
-    """KL(N(mu_q, var_q I) || N(mu_p, var_p I)) per example; variances of shape (batch,)."""
-    d = mu_q[0].numel()
-    ratio = var_q / var_p
-    return 0.5 * (d * (ratio - 1 - torch.log(ratio)) + _sqnorm(mu_q - mu_p) / var_p)
+    return gaussian_kl(abar.sqrt() * x0, -torch.expm1(schedule.log_alphas_cumprod[-1]), 0.0, 1.0)
 
 
 def _model_variance(schedule: DiscreteSchedule, i: Tensor, variance: Variance) -> Tensor:
@@ -150,14 +164,11 @@ def ddpm_kl_term(
         )
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    mean_coef, var = schedule.marginal(idx)
-    x_i = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * noise
-    eps = _chain_call(eps_model, x_i, idx, schedule.T)
-    x0_hat = (x_i - pad_like(var.sqrt(), x0) * eps) / pad_like(mean_coef, x0)
+    x_i, x0_hat = _denoised(eps_model, schedule, idx, x0, noise)
     mu_q, var_q = schedule.posterior(idx, x_i, x0)
     mu_p, _ = schedule.posterior(idx, x_i, x0_hat)
     var_p = _model_variance(schedule, idx, variance).to(x0)
-    return _gaussian_kl(mu_q, var_q, mu_p, var_p)
+    return gaussian_kl(mu_q, var_q, mu_p, var_p)
 
 
 def _log_normal_bin(lo: Tensor, hi: Tensor) -> Tensor:
@@ -208,19 +219,15 @@ def ddpm_decoder_nll(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     one = torch.ones(x0.shape[0], dtype=torch.long)
-    mean_coef, var = schedule.marginal(one)
-    x1 = pad_like(mean_coef, x0) * x0 + pad_like(var.sqrt(), x0) * noise
-    eps = _chain_call(eps_model, x1, one, schedule.T)
+    x1, x0_hat = _denoised(eps_model, schedule, one, x0, noise)
+    mu, _ = schedule.posterior(one, x1, x0_hat)  # mu_theta(x_1, 1) = x0_hat: beta~_1 = 0
     beta1 = schedule.betas[0].to(x0)
-    mu = (x1 - beta1 / var.sqrt().to(x0)[0] * eps) / (1 - beta1).sqrt()
     if decoder == "gaussian":
-        log_p = -0.5 * ((x0 - mu) ** 2 / beta1 + torch.log(2 * torch.pi * beta1))
-    else:
-        std, half = beta1.sqrt(), 1.0 / 255
-        lo = torch.where(x0 <= -1 + 1e-6, -torch.inf, (x0 - half - mu) / std)
-        hi = torch.where(x0 >= 1 - 1e-6, torch.inf, (x0 + half - mu) / std)
-        log_p = _log_normal_bin(lo, hi)
-    return -log_p.reshape(x0.shape[0], -1).sum(1)
+        return -gaussian_log_prob(x0, mu, beta1)
+    std, half = beta1.sqrt(), 1.0 / 255
+    lo = torch.where(x0 <= -1 + 1e-6, -torch.inf, (x0 - half - mu) / std)
+    hi = torch.where(x0 >= 1 - 1e-6, torch.inf, (x0 + half - mu) / std)
+    return -_log_normal_bin(lo, hi).reshape(x0.shape[0], -1).sum(1)
 
 
 def ddpm_nll_bound(

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from probpath._schedules import ScheduleOutput
+from probpath.paths import Posterior, gaussian_posterior
 from probpath.samplers._common import (
     Callback,
     Model,
@@ -67,8 +68,11 @@ def ddpm_timesteps(T: int, steps: int | None = None) -> Tensor:
     return torch.cat([idx, idx.new_zeros(1)]) / T
 
 
-def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Tensor, ...]:
-    """alpha, sigma at a strictly decreasing grid (:func:`decreasing_grid`), float64."""
+def _grid(
+    schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Posterior]:
+    """alpha, sigma at the start and end of every step of a strictly decreasing grid
+    (:func:`decreasing_grid`) and the posterior of each step, float64."""
     s = schedule(ts.detach().to(torch.float64))
     alpha, sigma = s.alpha.to(torch.float64), s.sigma.to(torch.float64)
     if not bool((alpha[:-1] > 0).all()) or not bool((sigma[:-1] > 0).all()):
@@ -77,9 +81,7 @@ def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Ten
             "start at t = 1 - eps on paths with alpha(1) = 0 (cosine, CondOT)"
         )
     a_t, a_s, s_t, s_s = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
-    ratio = a_t / a_s
-    v = (s_t**2 - ratio**2 * s_s**2).clamp(min=0.0)  # transition variance of x_t | x_s
-    return a_t, a_s, s_t, s_s, v
+    return a_t, a_s, s_t, s_s, gaussian_posterior(a_t, s_t, a_s, s_s)
 
 
 def ancestral(
@@ -132,11 +134,12 @@ def ancestral(
     ts = decreasing_grid(ts, x)
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
-    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
-    noise_var = v if variance == "beta" else v * s_s**2 / s_t**2
+    a_t, _, s_t, _, q = _grid(schedule, ts)
+    noise_var = q.transition_var if variance == "beta" else q.var
     if float(ts[-1]) == 0.0:
         noise_var = torch.cat([noise_var[:-1], noise_var.new_zeros(1)])
-    coefs = (a_s / a_t, -a_s * v / (a_t * s_t), noise_var.sqrt())
+    # the posterior mean c_0 x0_hat + c_t x_t at x0_hat = (x_t - sigma_t eps) / alpha_t
+    coefs = (q.coef_xt + q.coef_x0 / a_t, -q.coef_x0 * s_t / a_t, noise_var.sqrt())
     return linear_steps(model, x, ts, coefs, generator, callback)
 
 
@@ -191,8 +194,8 @@ def ddim(
             raise ValueError("increasing ts (encoding) needs the deterministic eta = 0")
         return _ddim_encode(model, x, ts, schedule, callback)
     ts = decreasing_grid(ts, x)
-    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
-    c = eta * s_s / s_t * v.sqrt()
+    a_t, a_s, s_t, s_s, q = _grid(schedule, ts)
+    c = eta * q.var.sqrt()
     coefs = (a_s / a_t, (s_s**2 - c**2).clamp(min=0.0).sqrt() - a_s * s_t / a_t, c)
     return linear_steps(model, x, ts, coefs, generator, callback)
 
