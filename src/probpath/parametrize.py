@@ -66,7 +66,7 @@ def _check_kind(kind: str) -> None:
 
 
 Coef = Tensor | float
-"""A conversion coefficient: a tensor shaped like t, or a structural 0.0 / 1.0."""
+"""A coefficient of the table: a tensor shaped like t, or a constant 0.0 / 1.0."""
 
 
 def _check_divisor(den: Tensor, what: str) -> None:
@@ -84,26 +84,10 @@ def _check_divisor(den: Tensor, what: str) -> None:
         )
 
 
-def _mul(a: Coef, b: Coef) -> Coef:
-    """``a * b``, with no tensor operation when a factor is a structural 0 or 1."""
-    for u, v in ((a, b), (b, a)):
-        if isinstance(u, float) and u in (0.0, 1.0):
-            return 0.0 if u == 0.0 else v
-    return a * b
-
-
-def _sub(a: Coef, b: Coef) -> Coef:
-    """``a - b``, skipping structural zeros."""
-    if isinstance(b, float) and b == 0.0:
-        return a
-    if isinstance(a, float) and a == 0.0:
-        return -b
-    return a - b
-
-
 def _row(kind: str, c: ScheduleOutput) -> tuple[Coef, Coef, str]:
-    """``(p, q, what)``: the prediction is ``p x_0 + q eps``; ``what`` names the
-    determinant ``alpha q - sigma p`` of recovering (x_0, eps) from it and x_t."""
+    """``(p, q, what)``: the prediction is ``p x_0 + q eps`` (the table of the module doc);
+    ``what`` names the determinant ``alpha q - sigma p`` of recovering (x_0, eps) from it
+    and x_t."""
     if kind == "x0":
         return 1.0, 0.0, "sigma"
     if kind == "eps":
@@ -113,7 +97,7 @@ def _row(kind: str, c: ScheduleOutput) -> tuple[Coef, Coef, str]:
     return c.d_alpha, c.d_sigma, "alpha sigma' - sigma alpha'"
 
 
-def _coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Coef, Tensor]:
+def _coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Tensor, Tensor]:
     r"""``(A, B)`` with ``to = A x_t + B from``, shaped like the coefficients of ``s``.
 
     With ``x_t = alpha x_0 + sigma eps`` and ``from = p x_0 + q eps`` (a 2x2 system of
@@ -122,28 +106,20 @@ def _coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Coef
     ``-eps / sigma``: it enters as ``eps = -sigma score`` and leaves as ``-eps / sigma``.
     """
     a, sg = s.alpha, s.sigma
-    scale_in: Coef = 1.0
-    if from_kind == "score":
-        from_kind, scale_in = "eps", -sg
+    scale_in = -sg if from_kind == "score" else torch.ones_like(sg)
     score_out = to_kind == "score"
-    if score_out:
-        to_kind = "eps"
-    p, q, what = _row(from_kind, s)
-    p2, q2, _ = _row(to_kind, s)
-    num_a, num_b = _sub(_mul(p2, q), _mul(q2, p)), _sub(_mul(q2, a), _mul(p2, sg))
-    if from_kind == to_kind:  # score <-> eps: no system to solve (defined where alpha = 0)
-        coef_a, coef_b = num_a, _mul(scale_in, 1.0)
+    from_kind, to_kind = ("eps" if k == "score" else k for k in (from_kind, to_kind))
+    if from_kind == to_kind:  # score <-> eps: a rescaling, defined where alpha = 0
+        coef_a, coef_b = torch.zeros_like(a), scale_in
     else:
-        det = _sub(_mul(a, q), _mul(sg, p))
-        assert isinstance(det, Tensor)
+        p, q, what = _row(from_kind, s)
+        p2, q2, _ = _row(to_kind, s)
+        det = a * q - sg * p
         _check_divisor(det, what)
-        inv = 1 / det
-        coef_a, coef_b = _mul(num_a, inv), _mul(_mul(num_b, inv), scale_in)
+        coef_a, coef_b = (p2 * q - q2 * p) / det, (q2 * a - p2 * sg) / det * scale_in
     if score_out:
         _check_divisor(sg, "sigma")
-        inv_sg = -1 / sg
-        coef_a, coef_b = _mul(coef_a, inv_sg), _mul(coef_b, inv_sg)
-    assert isinstance(coef_b, Tensor)
+        coef_a, coef_b = -coef_a / sg, -coef_b / sg
     return coef_a, coef_b
 
 
@@ -211,8 +187,7 @@ def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: Schedule
     if from_kind == to_kind:
         return pred
     coef_a, coef_b = _coefficients(from_kind, to_kind, s)
-    out = pred * pad_like(coef_b, x_t)
-    return out if isinstance(coef_a, float) else torch.addcmul(out, pad_like(coef_a, x_t), x_t)
+    return torch.addcmul(pred * pad_like(coef_b, x_t), pad_like(coef_a, x_t), x_t)
 
 
 def convert_model(
