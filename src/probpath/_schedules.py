@@ -8,6 +8,7 @@ One clock everywhere: t = 0 is data, t = 1 is noise, and
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,15 +137,16 @@ class ScheduleOutput:
         """lambda(t) = log(alpha^2 / sigma^2) = 2 :attr:`half_log_snr` (Kingma et al. 2021)."""
         return 2 * self.half_log_snr
 
-    @property
+    @functools.cached_property
     def drift_coef(self) -> Tensor:
         """f(t) = alpha'/alpha, so the forward SDE drift is f(t) x (inf where alpha = 0)."""
         return self.d_alpha / self.alpha
 
     @property
     def diffusion_sq(self) -> Tensor:
-        """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2 (Kingma et al. 2021, eq. 8)."""
-        return 2 * self.sigma * self.d_sigma - 2 * self.drift_coef * self.sigma**2
+        """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2 (Kingma et al. 2021, eq. 8),
+        computed as ``2 sigma (sigma' - f sigma)``."""
+        return 2 * self.sigma * (self.d_sigma - self.drift_coef * self.sigma)
 
     def velocity(self, x0: Tensor, eps: Tensor) -> Tensor:
         """``alpha' x_0 + sigma' eps``: the time derivative of ``x_t = alpha x_0 + sigma eps``

@@ -38,7 +38,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from probpath._schedules import ScheduleOutput, pad_like, shared_time
+from probpath._schedules import ScheduleOutput, evaluate, pad_like, shared_time
 
 __all__ = [
     "Kind",
@@ -106,17 +106,18 @@ def _coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Tens
     ``-eps / sigma``: it enters as ``eps = -sigma score`` and leaves as ``-eps / sigma``.
     """
     a, sg = s.alpha, s.sigma
-    scale_in = -sg if from_kind == "score" else torch.ones_like(sg)
+    if {from_kind, to_kind} == {"eps", "score"}:  # a rescaling, defined where alpha = 0
+        if to_kind == "score":
+            _check_divisor(sg, "sigma")
+        return torch.zeros_like(sg), -1 / sg if to_kind == "score" else -sg
+    scale_in = -sg if from_kind == "score" else 1.0
     score_out = to_kind == "score"
     from_kind, to_kind = ("eps" if k == "score" else k for k in (from_kind, to_kind))
-    if from_kind == to_kind:  # score <-> eps: a rescaling, defined where alpha = 0
-        coef_a, coef_b = torch.zeros_like(a), scale_in
-    else:
-        p, q, what = _row(from_kind, s)
-        p2, q2, _ = _row(to_kind, s)
-        det = a * q - sg * p
-        _check_divisor(det, what)
-        coef_a, coef_b = (p2 * q - q2 * p) / det, (q2 * a - p2 * sg) / det * scale_in
+    p, q, what = _row(from_kind, s)
+    p2, q2, _ = _row(to_kind, s)
+    det = a * q - sg * p
+    _check_divisor(det, what)
+    coef_a, coef_b = (p2 * q - q2 * p) / det, (q2 * a - p2 * sg) / det * scale_in
     if score_out:
         _check_divisor(sg, "sigma")
         coef_a, coef_b = -coef_a / sg, -coef_b / sg
@@ -198,7 +199,8 @@ def convert_model(
 ) -> Callable[..., Tensor]:
     """Wrap ``model(x, t, **cond)`` predicting ``from_kind`` into one predicting ``to_kind``.
 
-    The wrapper has the model's own signature, so every sampler takes it unchanged.
+    The wrapper has the model's own signature, so every sampler takes it unchanged. It
+    does not range-check ``t`` (no host read per call); the samplers check their grids.
 
     >>> import torch
     >>> from probpath.paths import VESchedule
@@ -211,8 +213,10 @@ def convert_model(
     _check_kind(to_kind)
 
     def wrapped(x: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        # a batch of one repeated time (the samplers' t.expand(batch)): schedule once
-        return convert(model(x, t, **cond), from_kind, to_kind, x, schedule(shared_time(t)))
+        # a batch of one repeated time (the samplers' t.expand(batch)): schedule once, and
+        # unchecked (no host read in a sampler's step; the samplers check their grids)
+        s = evaluate(schedule, shared_time(t))
+        return convert(model(x, t, **cond), from_kind, to_kind, x, s)
 
     return wrapped
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+import probpath._schedules
 from probpath.analytic import Gaussian
 from probpath.guidance import GuidedModel, guide
 from probpath.models import MODELS, NoisyClassifier
@@ -28,6 +29,8 @@ from probpath.samplers import (
     probability_flow,
     reverse_sde_euler,
 )
+from probpath.sdes import SDE
+from probpath.solvers import sdeint
 
 # options a sampler needs in the contract test (model name, sampler) -> sample() kwargs
 SAMPLER_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {}
@@ -221,8 +224,51 @@ def test_precomputed_steps_are_the_euler_maruyama_formula(sch) -> None:
     torch.testing.assert_close(got, y, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("sch", [VPSchedule(), VESchedule(0.01, 10.0)], ids=repr)
+def test_reverse_sde_euler_runs_the_reverse_sde_object(sch) -> None:
+    # the sampler is probpath.solvers.sdeint's Euler-Maruyama on SDE(sch).reverse(score),
+    # one step per interval of ts (in tau = -t), on the sampler's own noise draws
+    # (increments sqrt(h) z, none on the last step): equal to float64 rounding
+    score = lambda x, t: -x / (1 + t[:, None]) + torch.sin(x)  # noqa: E731
+    x = torch.randn(7, 2, generator=gen(0), dtype=torch.float64)
+    ts = torch.linspace(0.99, 1e-3, 13, dtype=torch.float64)
+    got, _ = reverse_sde_euler(score, x, ts, schedule=sch, generator=gen(1))
+    g = gen(1)
+    h = (ts[:-1] - ts[1:]).tolist()
+    bm = torch.stack([torch.randn(x.shape, generator=g, dtype=x.dtype) * hk**0.5 for hk in h])
+    bm[-1] = 0.0
+    ys = sdeint(SDE(sch).reverse(score), x, -ts, bm=bm, dt=1.0)
+    torch.testing.assert_close(got, ys[-1], rtol=1e-10, atol=1e-12)
+
+
 def test_reverse_sde_needs_finite_coefficients() -> None:
     # CondOT: alpha(1) = 0, so f = alpha'/alpha is infinite at t = 1
     with pytest.raises(ValueError, match="below t = 1"):
         reverse_sde_euler(lambda x, t: x, torch.zeros(2, 2), torch.linspace(1, 0.1, 3),
                           schedule=make_schedule("ot"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sampler", "opts"),
+    [("euler-maruyama", {}), ("pc", {}), ("pf-ode", {"method": "euler"}), ("heun", {}),
+     ("dpm", {})],
+)  # fmt: skip
+def test_steps_evaluate_the_schedule_without_range_checks(monkeypatch, sampler, opts) -> None:
+    """Issue 12: inside a step the schedule is evaluated without ``as_time``'s check (a host
+    read); the grid is checked once per run, so the number of checks cannot grow with steps."""
+    model = DiffusionModel(dim=2, schedule="vp", prediction="x0", hidden=[8])
+    calls: list[int] = []
+    checked = probpath._schedules.as_time
+
+    def counting(t, **kw):
+        calls.append(1)
+        return checked(t, **kw)
+
+    monkeypatch.setattr(probpath._schedules, "as_time", counting)
+    counts = []
+    for steps in (4, 8):
+        calls.clear()
+        with torch.no_grad():
+            model.sample(3, sampler=sampler, steps=steps, **opts)
+        counts.append(len(calls))
+    assert counts[0] == counts[1], counts

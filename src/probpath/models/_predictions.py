@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from probpath import likelihood
-from probpath.parametrize import convert_model
+from probpath._schedules import evaluate, shared_time
+from probpath.parametrize import convert, convert_model
 from probpath.paths import Schedule
 from probpath.samplers.ode import probability_flow
-from probpath.sdes import SDE
+from probpath.sdes import SDE, ProbabilityFlowODE
 
 __all__ = ["PathPredictions"]
 
@@ -54,8 +55,15 @@ class PathPredictions:
         return self.as_kind("score")(x, t, y=y)
 
     def velocity(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """The PF-ODE drift ``alpha' x0 + sigma' eps = f x - g^2 s / 2``."""
-        return self.as_kind("velocity")(x, t, y=y)
+        """The PF-ODE drift ``f x - g^2 s / 2 = alpha' E[x0|x] + sigma' E[eps|x]``: the
+        network itself when it predicts the velocity, else
+        :meth:`probpath.sdes.ProbabilityFlowODE.drift` of its score (the schedule evaluated
+        once for both)."""
+        if self.prediction == "velocity":
+            return self.predict(x, t, y)
+        s = evaluate(self.schedule, shared_time(t))  # once for a shared time, no host read
+        score = convert(self.predict(x, t, y), self.prediction, "score", x, s)
+        return ProbabilityFlowODE.drift(s, x, score)
 
     def eps(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """E[eps | x_t]."""

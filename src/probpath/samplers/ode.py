@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from probpath._schedules import as_time
 from probpath.paths import Schedule
 from probpath.samplers._common import (
     Callback,
@@ -52,8 +53,8 @@ def probability_flow(
     accepted for the uniform sampler signature and unused.
 
     Args:
-        model: velocity ``model(x, t)`` (e.g. ``DiffusionModel.velocity``, a flow-matching
-            field, or :func:`probpath.sdes.probability_flow_ode` of a score in model order).
+        model: velocity ``model(x, t)`` (e.g. ``DiffusionModel.velocity``, the drift of
+            :class:`probpath.sdes.ProbabilityFlowODE`, or a flow-matching field).
         x: prior samples at ``ts[0]``; ts: times from noise to data.
         method, rtol, atol, options: as :func:`probpath.solvers.odeint`.
         callback: ``callback(k, x(ts[k + 1]))`` for each output time after the first.
@@ -69,7 +70,7 @@ def probability_flow(
         (4, 0.6068)
     """
     check_state(x)
-    ts = as_grid(ts, x)
+    ts = as_time(as_grid(ts, x))  # one clock: times in [0, 1], checked once here
 
     def f(t: Tensor, y: Tensor) -> Tensor:
         return call_model(model, y, t)
