@@ -45,26 +45,54 @@ __all__ = ["ancestral", "ddim", "ddpm_timesteps"]
 Variance = Literal["beta", "beta_tilde"]
 
 
-def ddpm_timesteps(T: int, steps: int | None = None) -> Tensor:
+Spacing = Literal["trailing", "leading", "linspace"]
+
+
+def ddpm_timesteps(T: int, steps: int | None = None, *, spacing: Spacing = "trailing") -> Tensor:
     """The grid ``(i_0 / T > ... > i_{N-1} / T > 0)`` of ``steps`` chain indices, then 0.
 
     ``steps = None`` (or ``T``) is every index ``T, T - 1, ..., 1`` followed by ``0``: the
-    full chain. Fewer steps take ``i_k = 1 + floor(k T / steps)``, ``k = steps - 1 .. 0``:
-    the "uniform" sub-sequence of DDIM (Song et al. 2021, appendix D.2; diffusers'
-    "leading" spacing), which ends at ``i = 1``, so the last step from x_1 to x_0 is small.
-    Float64, shape ``(steps + 1,)``.
+    full chain, whatever the spacing. Fewer steps choose the indices as in Lin et al. 2024
+    ("Common diffusion noise schedules and sample steps are flawed", Table 2; diffusers'
+    ``timestep_spacing``), ``k = 0 .. N - 1``:
+
+    - ``"trailing"`` (default): ``i_k = round((N - k) T / N)``, so the first step starts at
+      ``i = T`` (t = 1), the noise the chain was trained to end at;
+    - ``"leading"``: ``i_k = 1 + floor((N - 1 - k) T / N)``, DDIM's "uniform" sub-sequence
+      (Song et al. 2021, appendix D.2), which ends at ``i = 1`` but starts at
+      ``1 + floor((N - 1) T / N)`` (0.901 for T = 1000, N = 10: the cosine chain's abar is
+      0.024 there, not ~0);
+    - ``"linspace"``: ``i_k = 1 + round((N - 1 - k) (T - 1) / (N - 1))``, from T down to 1.
+
+    Float64, shape ``(steps + 1,)``. ``round`` takes exact halves to even (diffusers forms
+    the same values with a float ``arange``/``linspace``, whose rounding can move an exact
+    half by one ulp and so round it the other way).
 
     Example:
         >>> ddpm_timesteps(10, 5)
+        tensor([1.0000, 0.8000, 0.6000, 0.4000, 0.2000, 0.0000], dtype=torch.float64)
+        >>> ddpm_timesteps(10, 5, spacing="leading")
         tensor([0.9000, 0.7000, 0.5000, 0.3000, 0.1000, 0.0000], dtype=torch.float64)
+        >>> ddpm_timesteps(10, 4, spacing="linspace")
+        tensor([1.0000, 0.7000, 0.4000, 0.1000, 0.0000], dtype=torch.float64)
     """
     steps = T if steps is None else steps
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive number of chain steps, got {T!r}")
     if not isinstance(steps, int) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an int in 1..T = 1..{T}, got {steps!r}")
-    k = torch.arange(steps - 1, -1, -1, dtype=torch.float64)
-    idx = 1 + torch.floor(k * T / steps)
+    k = torch.arange(steps, dtype=torch.float64)
+    if spacing == "trailing":  # integers times T over N: exact halves stay exact
+        idx = torch.round((steps - k) * T / steps)
+    elif spacing == "leading":
+        idx = 1 + torch.floor((steps - 1 - k) * T / steps)
+    elif spacing == "linspace":
+        idx = 1 + torch.round((steps - 1 - k) * (T - 1) / max(steps - 1, 1))
+    else:
+        raise ValueError(
+            f"spacing must be 'trailing', 'leading' or 'linspace' (Lin et al. 2024), got "
+            f"{spacing!r}"
+        )
     return torch.cat([idx, idx.new_zeros(1)]) / T
 
 
