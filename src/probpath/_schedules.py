@@ -299,7 +299,8 @@ class VPCosineSchedule(_ClosedForm):
     """Cosine VP path (Nichol & Dhariwal 2021, eq. 17) in continuous time.
 
     ``alpha_bar(t) = f(t) / f(0)``, ``f(t) = cos^2((t + s)/(1 + s) pi/2)``,
-    ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha^2)``. Clipping
+    ``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha^2)`` (evaluated without
+    cancellation near t = 0, accurate in float32 down to t = 1e-5). Clipping
     convention: none in continuous time, so alpha(1) = 0 exactly and the path ends
     at N(0, I) (log-SNR and alpha'/alpha are infinite there: samplers start at
     t = 1 - eps). The paper's clipping of beta_i at 0.999 belongs to the discrete
@@ -318,10 +319,16 @@ class VPCosineSchedule(_ClosedForm):
     def _coefficients(self, t: Tensor) -> ScheduleOutput:
         c = math.pi / (2 * (1 + self.s))
         cos0 = math.cos(self.s * c)
-        # cos((t + s) c) written as sin((1 - t) c), so that alpha(1) = 0 exactly
+        # With (1 + s) c = pi/2 every cosine near pi/2 is written as the sine of a small
+        # angle, evaluated without cancellation (float32 within a few ulps on [1e-5, 1]):
+        # cos((t + s) c) = sin((1 - t) c), so that alpha(1) = 0 exactly, and
+        # cos((1 - t) c) = sin((t + s) c) in alpha';
         alpha = torch.sin((1 - t) * c) / cos0
-        d_alpha = -torch.cos((1 - t) * c) * c / cos0
-        sigma = torch.sqrt((1 - alpha**2).clamp(min=0.0))
+        d_alpha = -torch.sin((t + self.s) * c) * c / cos0
+        # 1 - alpha^2 = (cos^2(s c) - sin^2((1 - t) c)) / cos0^2 = sin(t c) sin((t + 2 s) c)
+        # / cos0^2 (cos^2 A - sin^2 B = cos(A + B) cos(A - B)): no cancellation as t -> 0,
+        # where sqrt(1 - alpha^2) lost 4 % in float32 at t = 1e-5
+        sigma = torch.sqrt(torch.sin(t * c) * torch.sin((t + 2 * self.s) * c)) / cos0
         return ScheduleOutput(alpha, sigma, d_alpha, -alpha * d_alpha / sigma)
 
 
