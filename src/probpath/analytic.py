@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from probpath._schedules import ScheduleOutput, shared_time
+from probpath._schedules import ScheduleOutput
 from probpath.likelihood import gaussian_log_prob
 
 __all__ = ["Gaussian", "GaussianMixture"]
@@ -107,8 +107,8 @@ class GaussianMixture:
                 "pass t as a ScheduleOutput, or build the problem with a schedule "
                 "(e.g. GaussianMixture(..., schedule=VPSchedule())) to pass plain times"
             )
-        else:  # a batch of one repeated time (t.expand(batch)) is evaluated once
-            s = self.schedule(shared_time(self._tensor(t)))
+        else:
+            s = self.schedule(self._tensor(t))
         raw = (s.alpha, s.sigma, s.d_alpha, s.d_sigma)
         fields = [self._tensor(f) for f in raw]
         if batch is not None:

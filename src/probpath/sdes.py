@@ -19,10 +19,12 @@ Given a score s(x, t) ≈ ∇ log p_t(x), the same marginals are traced by
 The SDE objects follow torchsde's protocol (``f(t, y)``, ``g(t, y)``, ``noise_type``,
 ``sde_type``), so ``probpath.solvers.sdeint`` and ``torchsde.sdeint`` take them as they are;
 the PF-ODE is a ``func(t, y)`` for ``probpath.solvers.odeint`` or torchdiffeq. Scores use the
-model order ``score(x, t)`` with ``t`` of shape (batch,). Each object gives its formula's
-coefficients on any tensor of times (``coefficients``): the samplers of
-:mod:`probpath.samplers.sde` evaluate them once on their whole grid and step with them, so
-what runs is these formulas. Times reaching ``f``, ``g`` or ``coefficients`` are not
+model order ``score(x, t)`` with ``t`` of shape (batch,). Each object gives the linear
+coefficients of its formula — ``SDE.coefficients(t)``, ``ReverseSDE.coefficients(tau)`` on
+any tensor of times, ``ProbabilityFlowODE.coefficients_at(s)`` on a schedule's values: the
+samplers of :mod:`probpath.samplers.sde` evaluate them once on their whole grid and step
+with them, and ``DiffusionModel.velocity`` composes the PF-ODE's with its score, so what
+runs is these formulas. Times reaching ``f``, ``g`` or ``coefficients`` are not
 range-checked (no host read inside a solver's step); the samplers check their grids once.
 """
 
@@ -36,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from probpath._schedules import evaluate, pad_like, shared_time
+from probpath._schedules import evaluate, pad_like
 from probpath.likelihood import gaussian_log_prob
 from probpath.paths import Schedule, ScheduleOutput, SubVPSchedule, VESchedule, VPSchedule
 
@@ -53,8 +55,8 @@ Score = Callable[[Tensor, Tensor], Tensor]
 
 
 def _time(t: Tensor | float, y: Tensor) -> Tensor:
-    """``t`` on y's dtype and device, one time shared by a batch as a 0-dim tensor."""
-    return shared_time(torch.as_tensor(t, dtype=y.dtype, device=y.device))
+    """``t`` (0-dim or (batch,)) on y's dtype and device."""
+    return torch.as_tensor(t, dtype=y.dtype, device=y.device)
 
 
 def _rows(t: Tensor, y: Tensor) -> Tensor:
@@ -82,9 +84,13 @@ class SDE:
     sde_type: ClassVar[str] = "ito"
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``(f(t), g(t)^2)`` shaped like ``t``: ``alpha'/alpha`` and ``d(sigma^2)/dt - 2 f
-        sigma^2``."""
-        s = evaluate(self.schedule, t)
+        """``(f(t), g(t)^2)`` shaped like ``t`` (:meth:`coefficients_at` the schedule's values)."""
+        return self.coefficients_at(evaluate(self.schedule, t))
+
+    @staticmethod
+    def coefficients_at(s: ScheduleOutput) -> tuple[Tensor, Tensor]:
+        """``(f, g^2) = (alpha'/alpha, d(sigma^2)/dt - 2 f sigma^2)`` read off the values ``s``
+        of the path's schedule at t."""
         return s.drift_coef, s.diffusion_sq
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
@@ -199,11 +205,18 @@ class ProbabilityFlowODE:
     score: Score
 
     @staticmethod
-    def drift(s: ScheduleOutput, y: Tensor, score: Tensor) -> Tensor:
-        """``f y - g^2 score / 2`` from the path's coefficients ``s`` at t (t's shape) and the
+    def coefficients_at(s: ScheduleOutput) -> tuple[Tensor, Tensor]:
+        """``(c_y, c_s) = (f, -g^2 / 2)`` from the path's values ``s`` at t: the drift is
+        ``c_y y + c_s score(y, t)``, linear in the state and the score."""
+        f, g2 = SDE.coefficients_at(s)
+        return f, -0.5 * g2
+
+    @classmethod
+    def drift(cls, s: ScheduleOutput, y: Tensor, score: Tensor) -> Tensor:
+        """``f y - g^2 score / 2`` from the path's values ``s`` at t (t's shape) and the
         score's value at ``(y, t)``: the drift, for a caller that already has both."""
-        f, g2 = pad_like(s.drift_coef, y), pad_like(s.diffusion_sq, y)
-        return torch.addcmul(f * y, g2, score, value=-0.5)
+        c_y, c_s = cls.coefficients_at(s)
+        return torch.addcmul(pad_like(c_y, y) * y, pad_like(c_s, y), score)
 
     def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         """The drift ``f(t) y - g(t)^2 s(y, t) / 2``; ``t`` 0-dim or shape (batch,)."""
