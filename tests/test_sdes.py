@@ -13,7 +13,8 @@ import torch
 import torchsde
 
 from probpath.analytic import Gaussian
-from probpath.paths import SubVPSchedule, VESchedule, VPSchedule
+from probpath.models.diffusion import DiffusionModel
+from probpath.paths import SubVPSchedule, VESchedule, VPSchedule, make_schedule
 from probpath.sdes import SDE, subvp_sde, ve_sde, vp_sde
 from probpath.solvers import odeint, sdeint
 
@@ -163,3 +164,29 @@ def test_euler_maruyama_agrees_with_torchsde_on_the_same_brownian_path(which: st
     assert ours.std() > 0.1  # a genuine stochastic path
     # a step is O(1) arithmetic on O(1) numbers; 63 steps accumulate float64 rounding
     torch.testing.assert_close(ours, peer, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "score", "v"])
+@pytest.mark.parametrize("schedule", ["vp", "subvp", "ve", "ot"])
+def test_model_velocity_is_the_pf_ode_drift_of_any_prediction(kind: str, schedule: str) -> None:
+    """DiffusionModel.velocity of a network predicting ``kind`` (the analytic prediction of
+    Gaussian data) is the PF-ODE drift f x - g^2 s / 2, which for the exact score is the
+    marginal velocity alpha' E[x_0|x] + sigma' E[eps|x] (float64 rounding)."""
+    sch = make_schedule(schedule)
+    gauss = Gaussian(MEAN, COV, sch)
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0, eps = gauss.posterior_means(x, t)
+        s = sch(t).expand_like(x)
+        return {"eps": eps, "x0": x0, "score": -eps / s.sigma, "v": s.alpha * eps - s.sigma * x0}[
+            kind
+        ]
+
+    model = DiffusionModel(dim=2, schedule=schedule, prediction=kind, net=net).double()
+    x = gauss.sample_xt(6, 0.4, generator=gen(7))[0]
+    for t in (torch.full((6,), 0.4, dtype=torch.float64), torch.tensor(0.4).double().expand(6)):
+        want = SDE(sch).probability_flow(gauss.score)(t, x)
+        torch.testing.assert_close(model.velocity(x, t), want, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            model.velocity(x, t), gauss.velocity(x, t), rtol=1e-9, atol=1e-10
+        )
