@@ -158,6 +158,7 @@ class DiscreteSchedule(_ClosedForm):
         self.alphas_cumprod = torch.exp(self.log_alphas_cumprod)
         self.alphas_cumprod_prev = torch.cat([betas.new_ones(1), self.alphas_cumprod[:-1]])
         self._log_abar = torch.cat([betas.new_zeros(1), self.log_alphas_cumprod])  # i = 0..T
+        self._log_abar_on: dict[torch.device, Tensor] = {betas.device: self._log_abar}
 
     def __repr__(self) -> str:
         b = self.betas
@@ -213,7 +214,9 @@ class DiscreteSchedule(_ClosedForm):
         tol = 4 * self.T * torch.finfo(t.dtype).eps
         u = torch.where((u - u.round()).abs() <= tol, u.round(), u)
         k = torch.ceil(u).clamp(1, self.T).long()  # segment [(k-1)/T, k/T]
-        log_a = self._log_abar.to(t.device)
+        log_a = self._log_abar_on.get(t.device)
+        if log_a is None:  # copied once per device, not in every step of a sampler
+            log_a = self._log_abar_on[t.device] = self._log_abar.to(t.device)
         slope = log_a[k] - log_a[k - 1]
         log_abar = log_a[k - 1] + (u - (k - 1)) * slope
         alpha = torch.exp(0.5 * log_abar)
