@@ -82,8 +82,9 @@ def run_dataset(name: str, quick: bool, repeats: int, hidden: tuple[int, ...]) -
         g = torch.Generator().manual_seed(3)
         return ancestral(eps, x_T, ddpm_timesteps(T), schedule=ddpm.chain, generator=g)[0]
 
-    def ours_ddim(steps: int, eps: Any = net) -> Tensor:
-        return ddim(eps, x_T, ddpm_timesteps(T, steps), schedule=ddpm.chain)[0]
+    def ours_ddim(steps: int, eps: Any = net) -> Tensor:  # DDIMScheduler's default grid
+        ts = ddpm_timesteps(T, steps, spacing="leading")
+        return ddim(eps, x_T, ts, schedule=ddpm.chain)[0]
 
     common = dict(
         num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,

@@ -45,6 +45,8 @@ class Drift(nn.Module):
 
 
 class TorchsdeSDE(nn.Module):
+    """torchsde's SDE protocol, which probpath.solvers.sdeint reads too."""
+
     noise_type = "diagonal"
     sde_type = "ito"
 
@@ -70,8 +72,8 @@ def sde_case(name: str, f: Fn, repeats: int) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(1)
     t_fg = median_time(lambda: (f(t[0], y0), g(t[0], y0)), repeats=repeats)
     r = interleaved(
-        lambda: sdeint(f, g, y0, t, dt=dt, method="euler", generator=gen),
-        lambda: torchsde.sdeint(sde, y0, t, dt=dt, method="euler"),
+        lambda: sdeint(sde, y0, t, dt=dt, method="euler", generator=gen),
+        lambda: torchsde.sdeint(sde, y0, t, dt=dt, method="euler"),  # the same object
         repeats=repeats,
         min_time=0.0,
     )

@@ -45,7 +45,6 @@ from probpath import metrics
 from probpath.data import TOY_ENTROPY, Standardizer, sample_toy
 from probpath.models import DDPM, ScoreSDE
 from probpath.samplers import probability_flow, reverse_sde_euler
-from probpath.sdes import reverse_drift
 from probpath.train import TrainConfig, load_checkpoint, train
 
 FIG = Path(__file__).resolve().parent.parent / "docs" / "figures" / "score_sde_samplers.png"
@@ -131,23 +130,19 @@ def peer_timings(model: ScoreSDE, std: Standardizer, test: Tensor, steps: int) -
     ts = model.time_grid(steps)
     nfe = {"torchsde": 0, "torchdiffeq": 0}
 
-    class Reverse(torch.nn.Module):  # torchsde wants increasing time: tau = 1 - t
-        noise_type, sde_type = "diagonal", "ito"
+    def counted_score(x: Tensor, t: Tensor) -> Tensor:
+        nfe["torchsde"] += 1
+        return model.score(x, t)
 
-        def f(self, tau: Tensor, y: Tensor) -> Tensor:
-            nfe["torchsde"] += 1
-            return -reverse_drift(sch, model.score, y, (1 - tau).expand(len(y)))
-
-        def g(self, tau: Tensor, y: Tensor) -> Tensor:
-            return sch((1 - tau).expand(len(y))).diffusion_sq.sqrt()[:, None].expand_as(y)
+    reverse = model.sde.reverse(counted_score)  # torchsde takes the SDE object as it is
 
     def ours_em() -> Tensor:
         return reverse_sde_euler(model.score, x1, ts, schedule=sch,
                                  generator=torch.Generator().manual_seed(5))[0]  # fmt: skip
 
-    def peer_em() -> Tensor:
-        taus = torch.tensor([1 - t_max, 1 - t_min])
-        return torchsde.sdeint(Reverse(), x1, taus, method="euler", dt=(t_max - t_min) / steps)[-1]
+    def peer_em() -> Tensor:  # the reverse SDE runs on tau = -t, increasing
+        taus = -torch.tensor([t_max, t_min])
+        return torchsde.sdeint(reverse, x1, taus, method="euler", dt=(t_max - t_min) / steps)[-1]
 
     def ours_ode() -> tuple[Tensor, int]:
         ends = torch.tensor([t_max, t_min])

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from probpath.likelihood import (
+    gaussian_kl,
+    gaussian_log_prob,
     jacobian_frobenius,
     kinetic_energy,
     ode_log_prob,
@@ -45,6 +47,25 @@ def test_standard_normal_log_prob_matches_torch() -> None:
     z = x64()
     ref = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
     torch.testing.assert_close(standard_normal_log_prob(z), ref)
+
+
+def test_gaussian_log_prob_and_kl_match_torch_distributions() -> None:
+    # diagonal variances per coordinate and one variance per example; float64 rounding
+    g = torch.Generator().manual_seed(1)
+    x, m = torch.randn(2, 5, 3, 2, generator=g, dtype=torch.float64)
+    var = torch.rand(5, 3, 2, generator=g, dtype=torch.float64) + 0.1
+    ref = torch.distributions.Normal(m, var.sqrt()).log_prob(x).sum((1, 2))
+    torch.testing.assert_close(gaussian_log_prob(x, m, var), ref)
+    per_row = torch.distributions.Normal(m, var.sqrt()).log_prob(x).sum(-1)
+    torch.testing.assert_close(gaussian_log_prob(x, m, var, dim=-1), per_row)
+    vq, vp = var[:, 0, 0], var[:, 1, 1]
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Normal(x, vq.sqrt()[:, None, None]),
+        torch.distributions.Normal(m, vp.sqrt()[:, None, None]),
+    ).sum((1, 2))
+    torch.testing.assert_close(gaussian_kl(x, vq, m, vp), kl)
+    # equal variances and means: exactly 0 (delta - log1p(delta) at delta = 0)
+    assert gaussian_kl(x, vq, x, vq).abs().max() == 0
 
 
 def test_linear_field_exact_trace_closed_form() -> None:

@@ -18,6 +18,7 @@ from probpath.paths import (
     VPCosineSchedule,
     VPSchedule,
     cosine_betas,
+    gaussian_posterior,
     linear_betas,
     ve_sigmas,
 )
@@ -71,6 +72,45 @@ def test_closed_forms_and_endpoints():
     ve_in = VESchedule(0.01, 50.0)(inner)
     torch.testing.assert_close(ve_in.diffusion_sq, 2 * ve_in.sigma**2 * math.log(5000.0))
     torch.testing.assert_close(vp_in.log_snr, torch.log(vp_in.alpha**2 / vp_in.sigma**2))
+
+
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def _max_rel_error(low: ScheduleOutput, high: ScheduleOutput) -> dict[str, float]:
+    """Largest relative error of each field (where the reference is finite and nonzero)."""
+    out = {}
+    for name in ("alpha", "sigma", "d_alpha", "d_sigma"):
+        x, y = getattr(low, name).double(), getattr(high, name)
+        ok = torch.isfinite(y) & (y != 0)
+        out[name] = float(((x - y).abs() / y.abs())[ok].max()) if ok.any() else 0.0
+    return out
+
+
+@pytest.mark.parametrize("schedule", CONTINUOUS, ids=repr)
+def test_float32_agrees_with_float64_from_1e_5_to_1(schedule):
+    # issue 13: each field in float32 within 16 ulps (relative) of float64 at the same t (t
+    # rounded to float32 first), over t in [1e-5, 1] on a log and a linear grid. Budget: ~10
+    # rounded operations of half an ulp each, times the conditioning of the formula (at
+    # most t log(sigma_max / sigma_min) = 8.5 for VE's exponential); a formula that
+    # cancels (sqrt(1 - alpha^2) near t = 0: 4 % at 1e-5 for the cosine path) fails it.
+    t = torch.cat([torch.logspace(-5, 0, 2001), torch.linspace(0.0, 1.0, 1001)[1:]])
+    errors = _max_rel_error(schedule(t), schedule(t.double()))
+    assert max(errors.values()) < 16 * EPS32, errors
+
+
+@pytest.mark.parametrize("betas", [linear_betas(1000), cosine_betas(1000)], ids=["lin", "cos"])
+def test_discrete_chain_in_float32(betas):
+    # the chain is computed in float64 and rounded: at the grid t = i / T (float32 times snap
+    # onto i) and inside the segments, each field within 16 ulps of its float64 value
+    chain, T = DiscreteSchedule(betas), len(betas)
+    i = torch.arange(1, T + 1, dtype=F64)
+    inside = ((i - 0.5) / T).float()
+    for errors in (
+        _max_rel_error(chain((i / T).float()), chain(i / T)),  # float32 i / T snaps onto i
+        _max_rel_error(chain(inside), chain(inside.double())),
+    ):
+        assert max(errors.values()) < 16 * EPS32, errors
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
@@ -134,6 +174,22 @@ def test_chain_posterior_against_bayes_rule(i):
         torch.testing.assert_close(var, torch.trapezoid(w * (grid - num_mean) ** 2, grid))
     else:
         assert var == 0 and torch.allclose(mean, x0[None])
+
+
+@pytest.mark.parametrize("schedule", [VESchedule(0.01, 50.0), SubVPSchedule()], ids=repr)
+def test_gaussian_posterior_is_the_conditional_of_the_joint(schedule):
+    # (x_s, x_t) given x_0 is jointly Gaussian with Cov(x_s, x_t) = a sigma_s^2, a =
+    # alpha_t / alpha_s (x_t = a x_s + noise independent of x_s); condition on x_t
+    t, s_ = torch.tensor([0.7, 0.3], dtype=F64), torch.tensor([0.2, 0.29], dtype=F64)
+    at, as_ = schedule(t), schedule(s_)
+    q = gaussian_posterior(at.alpha, at.sigma, as_.alpha, as_.sigma)
+    a = at.alpha / as_.alpha
+    cov, var_t = a * as_.sigma**2, at.sigma**2
+    x0, xt = torch.tensor([0.7, -1.2], dtype=F64), torch.tensor([0.3, 2.0], dtype=F64)
+    mean = as_.alpha * x0 + cov / var_t * (xt - at.alpha * x0)
+    torch.testing.assert_close(q.coef_x0 * x0 + q.coef_xt * xt, mean)
+    torch.testing.assert_close(q.var, as_.sigma**2 - cov**2 / var_t)
+    torch.testing.assert_close(q.transition_var, var_t - a**2 * as_.sigma**2)
 
 
 def test_discrete_chain_as_continuous_schedule():

@@ -10,10 +10,12 @@ import math
 
 import pytest
 import torch
+import torchsde
 
 from probpath.analytic import Gaussian
-from probpath.paths import SubVPSchedule, VESchedule, VPSchedule
-from probpath.sdes import SDE, probability_flow_ode, reverse_sde, subvp_sde, ve_sde, vp_sde
+from probpath.models.diffusion import DiffusionModel
+from probpath.paths import SubVPSchedule, VESchedule, VPSchedule, make_schedule
+from probpath.sdes import SDE, subvp_sde, ve_sde, vp_sde
 from probpath.solvers import odeint, sdeint
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -29,13 +31,14 @@ def test_diffusion_coefficients_closed_forms() -> None:
     t = torch.linspace(0.05, 1, 7, dtype=torch.float64)
     vp = VPSchedule()
     B = vp.beta_min * t + 0.5 * t**2 * (vp.beta_max - vp.beta_min)
-    assert torch.allclose(vp_sde().diffusion_sq(t), vp.beta(t))
-    assert torch.allclose(subvp_sde().diffusion_sq(t), vp.beta(t) * (1 - torch.exp(-2 * B)))
+    assert torch.allclose(vp_sde().coefficients(t)[1], vp.beta(t))
+    assert torch.allclose(subvp_sde().coefficients(t)[1], vp.beta(t) * (1 - torch.exp(-2 * B)))
     ve = VESchedule(0.01, 10.0)
     sig2 = ve(t).sigma ** 2
-    assert torch.allclose(ve_sde(0.01, 10.0).diffusion_sq(t), 2 * math.log(1000.0) * sig2)
+    assert torch.allclose(ve_sde(0.01, 10.0).coefficients(t)[1], 2 * math.log(1000.0) * sig2)
     x = torch.ones(7, 2, dtype=torch.float64)
-    assert torch.allclose(vp_sde().drift(x, t), -0.5 * vp.beta(t)[:, None] * x)
+    assert torch.allclose(vp_sde().f(t, x), -0.5 * vp.beta(t)[:, None] * x)
+    assert torch.allclose(vp_sde().g(t, x), vp.beta(t).sqrt()[:, None].expand(7, 2))
 
 
 @pytest.mark.parametrize(
@@ -49,9 +52,8 @@ def test_forward_sde_has_the_path_marginals(sde: SDE, rate: float) -> None:
     gauss = Gaussian(MEAN, COV, sde.schedule)
     n, dt, t0 = 8_000, 1e-3, 0.05
     x = gauss.sample_xt(n, t0, generator=gen(0))[0]
-    f, g = sde.f_and_g()
     times = torch.tensor([t0, 0.3, 0.6, 1.0], dtype=torch.float64)
-    ys = sdeint(f, g, x, times, dt=dt, generator=gen(1))
+    ys = sdeint(sde, x, times, dt=dt, generator=gen(1))
     for k in range(1, len(times)):
         mean, cov = gauss.moments(times[k])
         emp_mean, emp_cov = ys[k].mean(0), torch.cov(ys[k].T)
@@ -72,9 +74,9 @@ def test_reverse_sde_returns_the_data_moments(schedule: VPSchedule | VESchedule)
     """The reverse SDE with the analytic score, from the exact marginal at t = 1 back to t_min."""
     gauss = Gaussian(MEAN, COV, schedule)
     n, dt, t_min = 5_000, 1e-3, 1e-3
-    f, g = reverse_sde(schedule, gauss.score)
+    rev = SDE(schedule).reverse(gauss.score)
     x1 = gauss.sample_xt(n, 1.0, generator=gen(2))[0]
-    x = sdeint(f, g, x1, torch.tensor([1.0, t_min], dtype=torch.float64), dt=dt, generator=gen(3))
+    x = sdeint(rev, x1, -torch.tensor([1.0, t_min], dtype=torch.float64), dt=dt, generator=gen(3))
     mean, cov = gauss.moments(t_min)
     var = cov.diagonal()
     # 5 standard errors + the weak order-1 bias of Euler-Maruyama, <= 20 dt relative (beta <= 20
@@ -96,7 +98,7 @@ def test_probability_flow_ode_transports_the_marginals(schedule: VPSchedule) -> 
     gauss = Gaussian(MEAN, COV, schedule)
     t_min = 1e-3
     x1 = gauss.sample_xt(64, 1.0, generator=gen(4))[0]
-    f = probability_flow_ode(schedule, gauss.score)
+    f = SDE(schedule).probability_flow(gauss.score)
     ts = torch.tensor([1.0, t_min], dtype=torch.float64)
     x = odeint(f, x1, ts, rtol=1e-10, atol=1e-10)[-1]
 
@@ -128,9 +130,63 @@ def test_one_time_for_the_batch_matches_per_row_times() -> None:
     y = torch.randn(4, 3, generator=gen(0), dtype=torch.float64)
     t0 = torch.tensor(0.4, dtype=torch.float64)
     rows = torch.full((4,), 0.4, dtype=torch.float64)
-    f, g = sde.f_and_g()
+    rev, pf = (
+        sde.reverse(lambda x, t: torch.sin(x) * t[:, None]),
+        sde.probability_flow(lambda x, t: torch.cos(x) - t[:, None]),
+    )
     for t in (t0, t0.expand(4)):
-        torch.testing.assert_close(f(t, y), f(rows, y))
-        torch.testing.assert_close(g(t, y), g(rows, y))
-    assert sde.diffusion_sq(t0.expand(4)).shape == (4,)
-    torch.testing.assert_close(sde.diffusion_sq(t0.expand(4)), sde.diffusion_sq(rows))
+        for fn in (sde.f, sde.g, rev.f, rev.g, pf):
+            torch.testing.assert_close(fn(t, y), fn(rows, y))
+
+
+def _brownian(y0: torch.Tensor, t0: float, t1: float) -> torchsde.BrownianInterval:
+    return torchsde.BrownianInterval(
+        t0, t1, size=y0.shape, dtype=y0.dtype, entropy=7, levy_area_approximation="none"
+    )
+
+
+@pytest.mark.parametrize("which", ["forward", "reverse"])
+def test_euler_maruyama_agrees_with_torchsde_on_the_same_brownian_path(which: str) -> None:
+    """Issue 13: the SDE objects go to torchsde.sdeint and to probpath.solvers.sdeint as they
+    are; on one Brownian path (torchsde's BrownianInterval, queried by both) Euler-Maruyama
+    must agree to float64 rounding. Times are dyadic (dt = 2^-7 from -1 to -2^-6) so both
+    solvers' step grids are exactly equal."""
+    sch = VPSchedule()
+    gauss = Gaussian(MEAN, COV, sch)
+    sde = SDE(sch) if which == "forward" else SDE(sch).reverse(gauss.score)
+    ts = torch.tensor([2**-6, 0.5, 1.0], dtype=torch.float64)
+    ts = ts if which == "forward" else -ts.flip(0)  # reverse: tau = -t from -1 to -2^-6
+    y0 = gauss.sample_xt(64, abs(float(ts[0])), generator=gen(6))[0]
+    ours = sdeint(sde, y0, ts, bm=_brownian(y0, float(ts[0]), float(ts[-1])), dt=2**-7)
+    peer = torchsde.sdeint(
+        sde, y0, ts, bm=_brownian(y0, float(ts[0]), float(ts[-1])), method="euler", dt=2**-7
+    )
+    assert ours.std() > 0.1  # a genuine stochastic path
+    # a step is O(1) arithmetic on O(1) numbers; 63 steps accumulate float64 rounding
+    torch.testing.assert_close(ours, peer, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["eps", "x0", "score", "v"])
+@pytest.mark.parametrize("schedule", ["vp", "subvp", "ve", "ot"])
+def test_model_velocity_is_the_pf_ode_drift_of_any_prediction(kind: str, schedule: str) -> None:
+    """DiffusionModel.velocity of a network predicting ``kind`` (the analytic prediction of
+    Gaussian data) is the PF-ODE drift f x - g^2 s / 2, which for the exact score is the
+    marginal velocity alpha' E[x_0|x] + sigma' E[eps|x] (float64 rounding)."""
+    sch = make_schedule(schedule)
+    gauss = Gaussian(MEAN, COV, sch)
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x0, eps = gauss.posterior_means(x, t)
+        s = sch(t).expand_like(x)
+        return {"eps": eps, "x0": x0, "score": -eps / s.sigma, "v": s.alpha * eps - s.sigma * x0}[
+            kind
+        ]
+
+    model = DiffusionModel(dim=2, schedule=schedule, prediction=kind, net=net).double()
+    x = gauss.sample_xt(6, 0.4, generator=gen(7))[0]
+    for t in (torch.full((6,), 0.4, dtype=torch.float64), torch.tensor(0.4).double().expand(6)):
+        want = SDE(sch).probability_flow(gauss.score)(t, x)
+        torch.testing.assert_close(model.velocity(x, t), want, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            model.velocity(x, t), gauss.velocity(x, t), rtol=1e-9, atol=1e-10
+        )

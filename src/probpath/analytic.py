@@ -22,13 +22,13 @@ parameters; outputs have x's dtype and device.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from probpath._schedules import ScheduleOutput
+from probpath.likelihood import gaussian_log_prob
 
 __all__ = ["Gaussian", "GaussianMixture"]
 
@@ -127,9 +127,7 @@ class GaussianMixture:
         y = x[:, None, :] - a * self.means  # (B, K, d)
         z = torch.einsum("bkd,kde->bke", y, self.eigvecs)
         var = a**2 * self.eigvals + sg**2  # (B, K, d)
-        log_comp = -0.5 * (
-            self.dim * math.log(2 * math.pi) + var.log().sum(-1) + (z**2 / var).sum(-1)
-        )
+        log_comp = gaussian_log_prob(z, var=var, dim=-1)
         return log_comp + self.weights.log(), z / var, a, sg, s.d_alpha, s.d_sigma
 
     def _rotate(self, v: Tensor) -> Tensor:
@@ -149,13 +147,18 @@ class GaussianMixture:
         r = torch.softmax(logw, -1)[..., None]
         return (r * self._rotate(-zv)).sum(1).to(x)
 
-    def posterior_means(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
-        """``(E[x_0 | x_t = x], E[eps | x_t = x])``, each of shape (batch, d)."""
+    def _posterior_means(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """:meth:`posterior_means` in the working dtype."""
         logw, zv, a, sg, _, _ = self._components(x, t)
         r = torch.softmax(logw, -1)[..., None]
         x0 = self.means + self._rotate(a * self.eigvals * zv)
         eps = self._rotate(sg * zv)
-        return (r * x0).sum(1).to(x), (r * eps).sum(1).to(x)
+        return (r * x0).sum(1), (r * eps).sum(1)
+
+    def posterior_means(self, x: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """``(E[x_0 | x_t = x], E[eps | x_t = x])``, each of shape (batch, d)."""
+        x0, eps = self._posterior_means(x, t)
+        return x0.to(x), eps.to(x)
 
     def x0_mean(self, x: Tensor, t: TimeLike) -> Tensor:
         """``E[x_0 | x_t = x]``: the ideal x0-prediction (denoiser)."""
@@ -168,8 +171,7 @@ class GaussianMixture:
     def velocity(self, x: Tensor, t: TimeLike) -> Tensor:
         """``u(x, t) = alpha' E[x_0 | x_t] + sigma' E[eps | x_t]`` (PF-ODE drift, FM field)."""
         s = self.coefficients(t, x.shape[0] if x.ndim == 2 else None)
-        x0, eps = self.posterior_means(x, s)
-        return (s.d_alpha[:, None] * x0 + s.d_sigma[:, None] * eps).to(x)
+        return s.velocity(*self._posterior_means(x, s)).to(x)
 
     def moments(self, t: TimeLike) -> tuple[Tensor, Tensor]:
         """Mean (d,) and covariance (d, d) of x_t at a scalar t."""

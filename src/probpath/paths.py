@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ __all__ = [
     "CondOTSchedule",
     "DiscreteSchedule",
     "GaussianPath",
+    "Posterior",
     "Schedule",
     "ScheduleOutput",
     "SubVPSchedule",
@@ -36,6 +38,7 @@ __all__ = [
     "VPCosineSchedule",
     "VPSchedule",
     "cosine_betas",
+    "gaussian_posterior",
     "linear_betas",
     "make_schedule",
     "ve_sigmas",
@@ -62,7 +65,8 @@ def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> Tensor:
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """Nichol & Dhariwal's cosine betas (2021, eq. 17): ``1 - abar(i/T) / abar((i-1)/T)``.
 
-    ``abar(t) = cos^2((t + s)/(1 + s) pi/2)``; each beta_i is clipped at
+    ``abar(t) = cos^2((t + s)/(1 + s) pi/2) / cos^2(s/(1 + s) pi/2)``, the ``alpha^2`` of
+    :class:`VPCosineSchedule`; each beta_i is clipped at
     ``max_beta`` (the paper's 0.999) so that the last step stays invertible.
 
     >>> cosine_betas(4)[-1].item()
@@ -70,8 +74,7 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
     """
     if T < 1:
         raise ValueError(f"T must be a positive number of steps, got {T}")
-    t = torch.arange(T + 1, dtype=torch.float64) / T
-    abar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    abar = VPCosineSchedule(s)(torch.arange(T + 1, dtype=torch.float64) / T).alpha ** 2
     return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
 
 
@@ -89,6 +92,38 @@ def ve_sigmas(sigma_min: float = 0.01, sigma_max: float = 1.0, L: int = 10) -> T
             f"need 0 < sigma_min < sigma_max and L >= 2, got {sigma_min, sigma_max, L}"
         )
     return torch.logspace(math.log10(sigma_max), math.log10(sigma_min), L, dtype=torch.float64)
+
+
+class Posterior(NamedTuple):
+    """``q(x_s | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, var I)`` for times s < t, and the
+    variance ``transition_var`` of the transition ``x_t | x_s`` (:func:`gaussian_posterior`)."""
+
+    coef_x0: Tensor
+    coef_xt: Tensor
+    var: Tensor
+    transition_var: Tensor
+
+
+def gaussian_posterior(
+    alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor
+) -> Posterior:
+    r"""The posterior of a Gaussian path between times s < t, from ``(alpha, sigma)`` at both.
+
+    The transition is ``x_t | x_s ~ N(a x_s, v I)`` with ``a = alpha_t / alpha_s`` and
+    ``v = sigma_t^2 - a^2 sigma_s^2``; Bayes' rule with ``x_s | x_0 ~ N(alpha_s x_0,
+    sigma_s^2 I)`` gives ``c_0 = alpha_s v / sigma_t^2``, ``c_t = a sigma_s^2 / sigma_t^2`` and
+    ``var = v sigma_s^2 / sigma_t^2`` (Kingma et al. 2021, eq. 22-23). On the DDPM chain
+    between neighbours (``alpha^2 = abar``) ``v = beta_i`` and ``var = beta~_i``: Ho et al.
+    2020, eq. 6-7, the seeds' posterior. Elementwise over the arguments' common shape.
+
+    >>> q = gaussian_posterior(*torch.tensor([0.6, 0.8, 0.8, 0.6]))  # VP: abar_t 0.36, abar_s 0.64
+    >>> [round(c.item(), 4) for c in q]  # v = 1 - abar_t / abar_s = 0.4375
+    [0.5469, 0.4219, 0.2461, 0.4375]
+    """
+    a = alpha_t / alpha_s
+    v = (sigma_t**2 - a**2 * sigma_s**2).clamp(min=0.0)
+    w = sigma_s**2 / sigma_t**2
+    return Posterior(alpha_s * v / sigma_t**2, a * w, v * w, v)
 
 
 class DiscreteSchedule(_ClosedForm):
@@ -122,6 +157,8 @@ class DiscreteSchedule(_ClosedForm):
         self.log_alphas_cumprod = torch.cumsum(torch.log1p(-betas), 0)
         self.alphas_cumprod = torch.exp(self.log_alphas_cumprod)
         self.alphas_cumprod_prev = torch.cat([betas.new_ones(1), self.alphas_cumprod[:-1]])
+        self._log_abar = torch.cat([betas.new_zeros(1), self.log_alphas_cumprod])  # i = 0..T
+        self._log_abar_on: dict[torch.device, Tensor] = {betas.device: self._log_abar}
 
     def __repr__(self) -> str:
         b = self.betas
@@ -150,11 +187,10 @@ class DiscreteSchedule(_ClosedForm):
         ``c_i = sqrt(alpha_i) (1 - abar_{i-1}) / (1 - abar_i)``,
         ``beta~_i = (1 - abar_{i-1}) beta_i / (1 - abar_i)`` (Ho et al. 2020, eq. 6-7).
         """
-        k = self._index(i)
-        beta, abar, abar_prev = self.betas[k], self.alphas_cumprod[k], self.alphas_cumprod_prev[k]
-        c0 = abar_prev.sqrt() * beta / (1 - abar)
-        ci = self.alphas[k].sqrt() * (1 - abar_prev) / (1 - abar)
-        return c0, ci, (1 - abar_prev) * beta / (1 - abar)
+        k = self._index(i) + 1
+        log_abar = torch.stack([self._log_abar[k], self._log_abar[k - 1]])
+        alpha, sigma = torch.exp(0.5 * log_abar), torch.sqrt(-torch.expm1(log_abar))
+        return gaussian_posterior(alpha[0], sigma[0], alpha[1], sigma[1])[:3]
 
     def posterior(self, i: int | Tensor, x_i: Tensor, x0: Tensor) -> tuple[Tensor, Tensor]:
         """Mean ``mu~_i(x_i, x_0)`` and variance ``beta~_i`` of ``q(x_{i-1} | x_i, x_0)``.
@@ -178,7 +214,9 @@ class DiscreteSchedule(_ClosedForm):
         tol = 4 * self.T * torch.finfo(t.dtype).eps
         u = torch.where((u - u.round()).abs() <= tol, u.round(), u)
         k = torch.ceil(u).clamp(1, self.T).long()  # segment [(k-1)/T, k/T]
-        log_a = torch.cat([self.betas.new_zeros(1), self.log_alphas_cumprod]).to(t.device)
+        log_a = self._log_abar_on.get(t.device)
+        if log_a is None:  # copied once per device, not in every step of a sampler
+            log_a = self._log_abar_on[t.device] = self._log_abar.to(t.device)
         slope = log_a[k] - log_a[k - 1]
         log_abar = log_a[k - 1] + (u - (k - 1)) * slope
         alpha = torch.exp(0.5 * log_abar)
@@ -263,8 +301,7 @@ class GaussianPath:
         >>> path.conditional_velocity(torch.tensor([[1.0]]), torch.tensor([[3.0]]), 0.5)
         tensor([[2.]])
         """
-        s = self._coefs(x0, t)
-        return s.d_alpha * x0 + s.d_sigma * noise
+        return self._coefs(x0, t).velocity(x0, noise)
 
 
 SCHEDULES: tuple[str, ...] = (

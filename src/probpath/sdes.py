@@ -11,14 +11,21 @@ VE (NCSN: f = 0, g² = dσ²/dt), VP (DDPM: f = -β/2, g² = β) and sub-VP come
 Given a score s(x, t) ≈ ∇ log p_t(x), the same marginals are traced by
 
 - the reverse SDE :math:`dx = [f x - g^2 s]\,dt + g\,d\bar w` integrated with dt < 0
-  (Anderson 1982; Song et al. 2021, eq. 6), and
+  (Anderson 1982; Song et al. 2021, eq. 6): :meth:`SDE.reverse`, and
 - the probability-flow ODE :math:`dx = [f x - \tfrac12 g^2 s]\,dt` (Song et al. 2021, eq. 13),
-  whose drift equals the marginal flow-matching velocity ``alpha' E[x_0|x] + sigma' E[eps|x]``.
+  whose drift equals the marginal flow-matching velocity ``alpha' E[x_0|x] + sigma' E[eps|x]``:
+  :meth:`SDE.probability_flow`.
 
-Functions return callables in torchsde's ``f(t, y)``/``g(t, y)`` order (for
-:func:`probpath.solvers.sdeint`, which integrates a decreasing time grid directly) and in
-torchdiffeq's ``f(t, y)`` order (for :func:`probpath.solvers.odeint`); scores use the
-model order ``score(x, t)`` with ``t`` of shape (batch,).
+The SDE objects follow torchsde's protocol (``f(t, y)``, ``g(t, y)``, ``noise_type``,
+``sde_type``), so ``probpath.solvers.sdeint`` and ``torchsde.sdeint`` take them as they are;
+the PF-ODE is a ``func(t, y)`` for ``probpath.solvers.odeint`` or torchdiffeq. Scores use the
+model order ``score(x, t)`` with ``t`` of shape (batch,). Each object gives the linear
+coefficients of its formula — ``SDE.coefficients(t)``, ``ReverseSDE.coefficients(tau)`` on
+any tensor of times, ``ProbabilityFlowODE.coefficients_at(s)`` on a schedule's values: the
+samplers of :mod:`probpath.samplers.sde` evaluate them once on their whole grid and step
+with them, and ``DiffusionModel.velocity`` composes the PF-ODE's with its score, so what
+runs is these formulas. Times reaching ``f``, ``g`` or ``coefficients`` are not
+range-checked (no host read inside a solver's step); the samplers check their grids once.
 """
 
 from __future__ import annotations
@@ -26,71 +33,86 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from probpath._schedules import shared_time
+from probpath._schedules import evaluate, pad_like
+from probpath.likelihood import gaussian_log_prob
 from probpath.paths import Schedule, ScheduleOutput, SubVPSchedule, VESchedule, VPSchedule
 
 __all__ = [
     "SDE",
-    "probability_flow_ode",
-    "reverse_drift",
-    "reverse_sde",
+    "ProbabilityFlowODE",
+    "ReverseSDE",
     "subvp_sde",
     "ve_sde",
     "vp_sde",
 ]
 
 Score = Callable[[Tensor, Tensor], Tensor]
-TimeFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def _coefs(schedule: Schedule, t: Tensor, x: Tensor) -> ScheduleOutput:
-    """The schedule at ``t`` (a scalar or shape (batch,)) broadcast against ``x``; one time
-    shared by the batch (0-dim, or expanded) is evaluated once."""
-    t = shared_time(torch.as_tensor(t, dtype=x.dtype, device=x.device))
-    return schedule(t).expand_like(x)
+def _time(t: Tensor | float, y: Tensor) -> Tensor:
+    """``t`` (0-dim or (batch,)) on y's dtype and device."""
+    return torch.as_tensor(t, dtype=y.dtype, device=y.device)
 
 
-def _batch_time(t: Tensor, x: Tensor) -> Tensor:
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.dim() == 0 else t
+def _rows(t: Tensor, y: Tensor) -> Tensor:
+    """The time of every row, shape (batch,): a shared 0-dim time expanded (a view)."""
+    return t.expand(y.shape[0]) if t.dim() == 0 else t
 
 
 @dataclass(frozen=True)
 class SDE:
     """The forward SDE ``dx = f(t) x dt + g(t) dw`` whose marginals are a Gaussian path.
 
+    torchsde's protocol: ``f(t, y)``, ``g(t, y)`` (diagonal noise), Itô.
+
     Example:
         >>> sde = vp_sde()
-        >>> t = torch.tensor([0.5])
-        >>> s = VPSchedule()(t)
-        >>> torch.allclose(sde.diffusion_sq(t), VPSchedule().beta(t))  # g^2 = beta for VP
+        >>> f, g2 = sde.coefficients(torch.tensor([0.5]))
+        >>> torch.allclose(g2, VPSchedule().beta(torch.tensor([0.5])))  # g^2 = beta for VP
         True
-        >>> torch.allclose(sde.drift(torch.ones(1, 2), t), -0.5 * VPSchedule().beta(t))
+        >>> torch.allclose(sde.f(torch.tensor(0.5), torch.ones(1, 2)), -0.5 * g2)
         True
     """
 
     schedule: Schedule
+    noise_type: ClassVar[str] = "diagonal"
+    sde_type: ClassVar[str] = "ito"
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """f(t) x with f = alpha'/alpha; ``t`` a scalar or shape (batch,)."""
-        return _coefs(self.schedule, t, x).drift_coef * x
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(t), g(t)^2)`` shaped like ``t`` (:meth:`coefficients_at` the schedule's values)."""
+        return self.coefficients_at(evaluate(self.schedule, t))
 
-    def diffusion_sq(self, t: Tensor) -> Tensor:
-        """g(t)^2 = d(sigma^2)/dt - 2 (alpha'/alpha) sigma^2, shaped like ``t``."""
-        g2 = self.schedule(shared_time(t)).diffusion_sq
-        return g2.expand(t.shape) if g2.shape != t.shape else g2
+    @staticmethod
+    def coefficients_at(s: ScheduleOutput) -> tuple[Tensor, Tensor]:
+        """``(f, g^2) = (alpha'/alpha, d(sigma^2)/dt - 2 f sigma^2)`` read off the values ``s``
+        of the path's schedule at t."""
+        return s.drift_coef, s.diffusion_sq
 
-    def diffusion(self, t: Tensor) -> Tensor:
-        """g(t), shaped like ``t``."""
-        return self.diffusion_sq(t).clamp(min=0).sqrt()
+    def f(self, t: Tensor, y: Tensor) -> Tensor:
+        """The drift ``f(t) y``; ``t`` 0-dim or shape (batch,)."""
+        return pad_like(self.coefficients(_time(t, y))[0], y) * y
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor:
+        """The diffusion ``g(t)``, shaped like ``y`` (diagonal noise)."""
+        g2 = self.coefficients(_time(t, y))[1]
+        return pad_like(g2.clamp(min=0).sqrt(), y).expand_as(y)
+
+    def reverse(self, score: Score) -> ReverseSDE:
+        """The reverse-time SDE of this one given ``score(x, t)`` (:class:`ReverseSDE`)."""
+        return ReverseSDE(self, score)
+
+    def probability_flow(self, score: Score) -> ProbabilityFlowODE:
+        """The probability-flow ODE of this SDE given ``score(x, t)``."""
+        return ProbabilityFlowODE(self, score)
 
     def marginal(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean ``alpha(t) x_0`` and std ``sigma(t)`` (batch, 1, ...) of p_t(x | x_0)."""
-        s = _coefs(self.schedule, t, x0)
+        s = self.schedule(_time(t, x0)).expand_like(x0)
         return s.alpha * x0, s.sigma
 
     def prior_std(self, t: float = 1.0) -> float:
@@ -114,21 +136,93 @@ class SDE:
 
     def prior_log_prob(self, z: Tensor, *, t: float = 1.0) -> Tensor:
         """log N(z; 0, (alpha(t)^2 + sigma(t)^2) I) summed over non-batch dims, shape (batch,)."""
-        std = self.prior_std(t)
-        flat = z.flatten(1)
-        d = flat.shape[1]
-        return -0.5 * (flat / std).pow(2).sum(1) - d * (math.log(std) + 0.5 * math.log(2 * math.pi))
+        return gaussian_log_prob(z, var=self.prior_std(t) ** 2)
 
-    def f_and_g(self) -> tuple[TimeFn, TimeFn]:
-        """``(f(t, y), g(t, y))`` of the forward SDE for ``sdeint`` with diagonal noise."""
 
-        def f(t: Tensor, y: Tensor) -> Tensor:
-            return self.drift(y, t)
+@dataclass(frozen=True)
+class ReverseSDE:
+    r"""The reverse-time SDE of ``sde`` given a score, on the reflected clock ``tau = -t``.
 
-        def g(t: Tensor, y: Tensor) -> Tensor:
-            return _coefs(self.schedule, t, y).diffusion_sq.clamp(min=0).sqrt().expand_as(y)
+    Song et al. 2021, eq. 6, :math:`dx = [f x - g^2 s(x, t)]\,dt + g\,d\bar w` run from
+    t = 1 down to 0, reads in ``tau = -t`` (increasing as t decreases)
 
-        return f, g
+    .. math:: dx = [g(t)^2 s(x, t) - f(t) x]\,d\tau + g(t)\,dw,\qquad t = -\tau,
+
+    an ordinary forward-time Itô SDE: ``probpath.solvers.sdeint(rev, x1, -ts)`` and
+    ``torchsde.sdeint(rev, x1, -ts)`` both integrate it over ``-ts`` (e.g. tau from -1 to
+    -t_min). The reflection ``-t`` rather than ``1 - t`` is exact in floating point, so the
+    score sees exactly the times of ``ts``.
+
+    Example:
+        >>> from probpath.solvers import sdeint
+        >>> rev = vp_sde().reverse(lambda x, t: -x)  # data N(0, I): the score is -x for all t
+        >>> y0 = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0))
+        >>> ys = sdeint(rev, y0, -torch.tensor([1.0, 1e-3]), dt=0.002,
+        ...             generator=torch.Generator().manual_seed(1))
+        >>> round(ys[-1].var().item(), 1)  # N(0, 1) is invariant
+        1.0
+    """
+
+    sde: SDE
+    score: Score
+    noise_type: ClassVar[str] = "diagonal"
+    sde_type: ClassVar[str] = "ito"
+
+    def coefficients(self, tau: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(c_y, c_s, g)`` at ``t = -tau``: the drift is ``c_y y + c_s s(y, t)`` with
+        ``c_y = -f(t)``, ``c_s = g(t)^2``, and the diffusion is ``g(t)``; shaped like tau."""
+        f, g2 = self.sde.coefficients(-tau)
+        return -f, g2, g2.clamp(min=0).sqrt()
+
+    def f(self, tau: Tensor, y: Tensor) -> Tensor:
+        """The drift ``g(t)^2 s(y, t) - f(t) y`` at ``t = -tau``."""
+        tau = _time(tau, y)
+        c_y, c_s, _ = self.coefficients(tau)
+        return torch.addcmul(pad_like(c_y, y) * y, pad_like(c_s, y), self.score(y, _rows(-tau, y)))
+
+    def g(self, tau: Tensor, y: Tensor) -> Tensor:
+        """The diffusion ``g(t)`` at ``t = -tau``, shaped like ``y``."""
+        return pad_like(self.coefficients(_time(tau, y))[2], y).expand_as(y)
+
+
+@dataclass(frozen=True)
+class ProbabilityFlowODE:
+    r"""The probability-flow ODE :math:`dx/dt = f(t)\,x - \tfrac12 g(t)^2\,s(x, t)` of ``sde``
+    (Song et al. 2021, eq. 13): ``func(t, y)`` for ``odeint`` in either direction of time.
+
+    Example:
+        >>> from probpath.solvers import odeint
+        >>> # a point mass at x0 = 1 under VE: s = -(x - 1)/sigma^2, x(t) - 1 shrinks with sigma
+        >>> sch = VESchedule(0.1, 10.0)
+        >>> pf = SDE(sch).probability_flow(lambda x, t: -(x - 1) / sch(t).sigma[:, None] ** 2)
+        >>> y = odeint(pf, torch.tensor([[11.0]], dtype=torch.float64),
+        ...            torch.tensor([1.0, 0.0], dtype=torch.float64))[-1]
+        >>> round(y.item(), 6)  # 1 + 10 * sigma(0)/sigma(1)
+        1.1
+    """
+
+    sde: SDE
+    score: Score
+
+    @staticmethod
+    def coefficients_at(s: ScheduleOutput) -> tuple[Tensor, Tensor]:
+        """``(c_y, c_s) = (f, -g^2 / 2)`` from the path's values ``s`` at t: the drift is
+        ``c_y y + c_s score(y, t)``, linear in the state and the score."""
+        f, g2 = SDE.coefficients_at(s)
+        return f, -0.5 * g2
+
+    @classmethod
+    def drift(cls, s: ScheduleOutput, y: Tensor, score: Tensor) -> Tensor:
+        """``f y - g^2 score / 2`` from the path's values ``s`` at t (t's shape) and the
+        score's value at ``(y, t)``: the drift, for a caller that already has both."""
+        c_y, c_s = cls.coefficients_at(s)
+        return torch.addcmul(pad_like(c_y, y) * y, pad_like(c_s, y), score)
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        """The drift ``f(t) y - g(t)^2 s(y, t) / 2``; ``t`` 0-dim or shape (batch,)."""
+        t = _time(t, y)
+        s = evaluate(self.sde.schedule, t)
+        return self.drift(s, y, self.score(y, _rows(t, y)))
 
 
 def vp_sde(beta_min: float = 0.1, beta_max: float = 20.0) -> SDE:
@@ -144,65 +238,3 @@ def subvp_sde(beta_min: float = 0.1, beta_max: float = 20.0) -> SDE:
 def ve_sde(sigma_min: float = 0.01, sigma_max: float = 50.0) -> SDE:
     """VE SDE ``dx = sqrt(d sigma^2/dt) dw`` (NCSN's limit; Song et al. 2021, eq. 9)."""
     return SDE(VESchedule(sigma_min, sigma_max))
-
-
-def reverse_drift(
-    schedule: Schedule, score: Score, x: Tensor, t: Tensor, *, weight: float = 1.0
-) -> Tensor:
-    r"""``f(t) x - weight * g(t)^2 s(x, t)``: weight 1 is the reverse SDE, 1/2 the PF-ODE.
-
-    Example:
-        >>> # data N(0, I) under VP stays N(0, I): s = -x and the PF-ODE drift vanishes
-        >>> x = torch.randn(4, 2)
-        >>> drift = reverse_drift(VPSchedule(), lambda x, t: -x, x, torch.tensor(0.3), weight=0.5)
-        >>> torch.allclose(drift, torch.zeros(4, 2), atol=1e-6)
-        True
-    """
-    s = _coefs(schedule, t, x)
-    return torch.addcmul(
-        s.drift_coef * x, s.diffusion_sq, score(x, _batch_time(t, x)), value=-weight
-    )
-
-
-def reverse_sde(schedule: Schedule, score: Score) -> tuple[TimeFn, TimeFn]:
-    """``(f(t, y), g(t, y))`` of the reverse SDE, to integrate over a *decreasing* time grid.
-
-    ``f = f(t) y - g^2 s(y, t)``, ``g = g(t)`` (diagonal noise), as in Song et al. 2021,
-    eq. 6 with dt < 0; :func:`probpath.solvers.sdeint` accepts decreasing grids directly.
-    (torchsde needs increasing times: substitute tau = 1 - t and negate f.)
-
-    Example:
-        >>> from probpath.solvers import sdeint
-        >>> f, g = reverse_sde(VPSchedule(), lambda x, t: -x)
-        >>> y0 = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0))
-        >>> ys = sdeint(f, g, y0, torch.tensor([1.0, 1e-3]), dt=0.002,
-        ...             generator=torch.Generator().manual_seed(1))
-        >>> round(ys[-1].var().item(), 1)  # N(0, 1) is invariant
-        1.0
-    """
-    sde = SDE(schedule)
-
-    def f(t: Tensor, y: Tensor) -> Tensor:
-        return reverse_drift(schedule, score, y, t)
-
-    return f, sde.f_and_g()[1]
-
-
-def probability_flow_ode(schedule: Schedule, score: Score) -> TimeFn:
-    """``f(t, y) = f(t) y - g(t)^2 s(y, t) / 2``, the PF-ODE drift for ``odeint``.
-
-    Example:
-        >>> from probpath.solvers import odeint
-        >>> # a point mass at x0 = 1 under VE: s = -(x - 1)/sigma^2, x(t) - 1 shrinks with sigma
-        >>> sch = VESchedule(0.1, 10.0)
-        >>> f = probability_flow_ode(sch, lambda x, t: -(x - 1) / sch(t).sigma[:, None] ** 2)
-        >>> y = odeint(f, torch.tensor([[11.0]], dtype=torch.float64),
-        ...            torch.tensor([1.0, 0.0], dtype=torch.float64))[-1]
-        >>> round(y.item(), 6)  # 1 + 10 * sigma(0)/sigma(1)
-        1.1
-    """
-
-    def f(t: Tensor, y: Tensor) -> Tensor:
-        return reverse_drift(schedule, score, y, t, weight=0.5)
-
-    return f

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,17 +14,22 @@ from probpath.solvers.sde import sdeint
 F64 = torch.float64
 
 
-def _ou(theta: float, sigma: float):
-    return (lambda t, y: -theta * y), (lambda t, y: torch.full_like(y, sigma))
+def sde(f, g, noise_type: str = "diagonal") -> SimpleNamespace:
+    """torchsde's SDE protocol from two functions."""
+    return SimpleNamespace(f=f, g=g, noise_type=noise_type, sde_type="ito")
+
+
+def _ou(theta: float, sigma: float) -> SimpleNamespace:
+    return sde(lambda t, y: -theta * y, lambda t, y: torch.full_like(y, sigma))
 
 
 @pytest.mark.parametrize("method", ["euler", "milstein"])
 def test_ornstein_uhlenbeck_moments(method: str) -> None:
     theta, sigma, x0, h, n = 1.5, 0.8, 2.0, 0.02, 20_000
-    f, g = _ou(theta, sigma)
+    ou = _ou(theta, sigma)
     t = torch.tensor([0.0, 0.3, 1.0, 2.0], dtype=F64)
     y0 = torch.full((n, 1), x0, dtype=F64)
-    ys = sdeint(f, g, y0, t, dt=h, method=method, generator=torch.Generator().manual_seed(0))
+    ys = sdeint(ou, y0, t, dt=h, method=method, generator=torch.Generator().manual_seed(0))
     assert ys.shape == (4, n, 1)
     torch.testing.assert_close(ys[0], y0)
     for k in range(1, 4):
@@ -67,9 +73,8 @@ def test_gbm_strong_order(method: str, order: float) -> None:
     for level in range(3, 8):  # dt = 2^-3 ... 2^-7, each sums 2^(9 - level) fine increments
         n = 2**level
         bm = dw_fine.reshape(n, fine // n, n_paths, 1).sum(1)
-        ys = sdeint(
-            lambda t, y: mu * y, lambda t, y: sigma * y, y0, t, dt=1 / n, method=method, bm=bm
-        )
+        gbm = sde(lambda t, y: mu * y, lambda t, y: sigma * y)
+        ys = sdeint(gbm, y0, t, dt=1 / n, method=method, bm=bm)
         dts.append(1 / n)
         errs.append((ys[-1] - exact).abs().mean().item())
     # Observed order from a least-squares fit of log E|X_N - X(T)| on log dt; the slack of
@@ -86,15 +91,9 @@ def test_reverse_time_equals_forward_in_reflected_time() -> None:
     bm = torch.randn(50, n, 3, dtype=F64, generator=gen) * math.sqrt(0.02)
     f = lambda t, y: -theta * y * (1 + t)  # noqa: E731
     g = lambda t, y: sigma * torch.cos(y) * t  # noqa: E731
-    back = sdeint(f, g, y0, torch.tensor([1.0, 0.5, 0.0], dtype=F64), dt=0.02, bm=bm)
-    fwd = sdeint(
-        lambda s, y: -f(1 - s, y),
-        lambda s, y: g(1 - s, y),
-        y0,
-        torch.tensor([0.0, 0.5, 1.0], dtype=F64),
-        dt=0.02,
-        bm=bm,
-    )
+    back = sdeint(sde(f, g), y0, torch.tensor([1.0, 0.5, 0.0], dtype=F64), dt=0.02, bm=bm)
+    reflected = sde(lambda s, y: -f(1 - s, y), lambda s, y: g(1 - s, y))
+    fwd = sdeint(reflected, y0, torch.tensor([0.0, 0.5, 1.0], dtype=F64), dt=0.02, bm=bm)
     torch.testing.assert_close(back, fwd, rtol=1e-12, atol=1e-12)
 
 
@@ -102,10 +101,10 @@ def test_reverse_time_moments() -> None:
     # Backwards from t=1 to 0, dy = -θ y dt + σ dW grows like forward dy = θ y ds + σ dW:
     # mean x0 e^{θ}, var σ²(e^{2θ} - 1)/(2θ); same 5-SE and O(h) bias budget as above.
     theta, sigma, x0, h, n = 0.5, 0.6, 1.0, 0.01, 20_000
-    f, g = _ou(theta, sigma)
+    ou = _ou(theta, sigma)
     y0 = torch.full((n, 1), x0, dtype=F64)
     t = torch.tensor([1.0, 0.0], dtype=F64)
-    ys = sdeint(f, g, y0, t, dt=h, generator=torch.Generator().manual_seed(3))
+    ys = sdeint(ou, y0, t, dt=h, generator=torch.Generator().manual_seed(3))
     a, steps = 1 + theta * h, 100
     mean, var = x0 * math.exp(theta), sigma**2 * (math.exp(2 * theta) - 1) / (2 * theta)
     mean_em, var_em = x0 * a**steps, sigma**2 * h * (a ** (2 * steps) - 1) / (a**2 - 1)
@@ -121,18 +120,19 @@ def test_noise_shapes() -> None:
     t = torch.tensor([0.0, 1.0], dtype=F64)
     # Diagonal with a (batch, c, h, w) state and a broadcast diffusion of shape (batch, 1, 1, 1).
     y0 = torch.zeros(5, 2, 3, 3, dtype=F64)
-    ys = sdeint(zero, lambda t, y: torch.ones(5, 1, 1, 1, dtype=F64), y0, t, dt=0.1, generator=gen)
+    ones = sde(zero, lambda t, y: torch.ones(5, 1, 1, 1, dtype=F64))
+    ys = sdeint(ones, y0, t, dt=0.1, generator=gen)
     assert ys.shape == (2, 5, 2, 3, 3) and ys[-1].std() > 0
     # Scalar: one Brownian motion per batch row, shared by coordinates scaled by c.
     c = torch.tensor([1.0, -2.0, 3.0], dtype=F64)
     y0 = torch.zeros(4, 3, dtype=F64)
-    ys = sdeint(zero, lambda t, y: c[:, None].expand(4, 3, 1), y0, t, dt=0.1, noise_type="scalar")
+    ys = sdeint(sde(zero, lambda t, y: c[:, None].expand(4, 3, 1), "scalar"), y0, t, dt=0.1)
     w = ys[-1] / c
     torch.testing.assert_close(w, w[:, :1].expand(4, 3), rtol=1e-12, atol=1e-12)
     # General: y_T = y_0 + G W_T exactly for constant G (batch, d, m) and zero drift.
     gmat = torch.randn(4, 3, 2, dtype=F64, generator=gen)
     bm = torch.randn(10, 4, 2, dtype=F64, generator=gen) * math.sqrt(0.1)
-    ys = sdeint(zero, lambda t, y: gmat, y0, t, dt=0.1, noise_type="general", bm=bm)
+    ys = sdeint(sde(zero, lambda t, y: gmat, "general"), y0, t, bm=bm, dt=0.1)
     torch.testing.assert_close(ys[-1], (gmat @ bm.sum(0)[..., None])[..., 0])
 
 
@@ -144,16 +144,8 @@ def test_scalar_noise_milstein_matches_closed_form_linear_sde() -> None:
     bm = torch.randn(steps, n, 1, 1, dtype=F64, generator=gen) / math.sqrt(steps)
     y0 = torch.ones(n, 2, dtype=F64)
     t = torch.tensor([0.0, 1.0], dtype=F64)
-    ys = sdeint(
-        lambda t, y: torch.zeros_like(y),
-        lambda t, y: sigma * y[..., None],
-        y0,
-        t,
-        dt=1 / steps,
-        method="milstein",
-        noise_type="scalar",
-        bm=bm,
-    )
+    linear = sde(lambda t, y: torch.zeros_like(y), lambda t, y: sigma * y[..., None], "scalar")
+    ys = sdeint(linear, y0, t, bm=bm, method="milstein", dt=1 / steps)
     exact = torch.exp(-(sigma**2) / 2 + sigma * bm.sum(0)[..., 0]).expand(n, 2)
     assert (ys[-1] - exact).abs().mean() < 1e-2
 
@@ -166,58 +158,62 @@ def test_steps_land_on_output_times() -> None:
         return torch.zeros_like(y)
 
     t = torch.tensor([0.0, 0.25, 0.3, 1.0], dtype=F64)
-    sdeint(f, lambda t, y: torch.zeros_like(y), torch.zeros(1, 1, dtype=F64), t, dt=0.1)
+    sdeint(sde(f, lambda t, y: torch.zeros_like(y)), torch.zeros(1, 1, dtype=F64), t, dt=0.1)
     # [0, .25] -> 3 steps (0.1, 0.1, 0.05); [.25, .3] -> 1; [.3, 1] -> 7.
     assert len(seen) == 11
     assert any(abs(s - 0.25) < 1e-15 for s in seen) and any(abs(s - 0.3) < 1e-15 for s in seen)
 
 
 def test_generator_reproducibility_and_dtype() -> None:
-    f, g = _ou(1.0, 1.0)
+    ou = _ou(1.0, 1.0)
     y0 = torch.zeros(16, 2)
     t = torch.linspace(0, 1, 3)
-    a = sdeint(f, g, y0, t, dt=0.05, generator=torch.Generator().manual_seed(7))
-    b = sdeint(f, g, y0, t, dt=0.05, generator=torch.Generator().manual_seed(7))
-    c = sdeint(f, g, y0, t, dt=0.05, generator=torch.Generator().manual_seed(8))
+    a = sdeint(ou, y0, t, dt=0.05, generator=torch.Generator().manual_seed(7))
+    b = sdeint(ou, y0, t, dt=0.05, generator=torch.Generator().manual_seed(7))
+    c = sdeint(ou, y0, t, dt=0.05, generator=torch.Generator().manual_seed(8))
     assert a.dtype == torch.float32 and torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_gradient_flows_through_solver() -> None:
     # d y_T / d y_0 = (1 - θh)^N for the Euler recursion of OU, whatever the noise.
     theta = 0.5
-    f, g = _ou(theta, 1.0)
     y0 = torch.ones(3, 1, dtype=F64, requires_grad=True)
-    ys = sdeint(f, g, y0, torch.tensor([0.0, 1.0], dtype=F64), dt=0.1)
+    ys = sdeint(_ou(theta, 1.0), y0, torch.tensor([0.0, 1.0], dtype=F64), dt=0.1)
     ys[-1].sum().backward()
     assert y0.grad is not None
     torch.testing.assert_close(y0.grad, torch.full_like(y0, (1 - theta * 0.1) ** 10))
 
 
 def test_bad_arguments_raise() -> None:
-    f, g = _ou(1.0, 1.0)
+    ou = _ou(1.0, 1.0)
+    f, g = ou.f, ou.g
     y0 = torch.zeros(4, 2)
     t = torch.tensor([0.0, 1.0])
     with pytest.raises(ValueError, match="dt must be"):
-        sdeint(f, g, y0, t, dt=0.0)
+        sdeint(ou, y0, t, dt=0.0)
     with pytest.raises(ValueError, match="dt must be"):
-        sdeint(f, g, y0, t, dt=-0.1)
+        sdeint(ou, y0, t, dt=-0.1)
     with pytest.raises(ValueError, match="strictly increasing or decreasing"):
-        sdeint(f, g, y0, torch.tensor([0.0, 1.0, 0.5]), dt=0.1)
+        sdeint(ou, y0, torch.tensor([0.0, 1.0, 0.5]), dt=0.1)
     with pytest.raises(ValueError, match="strictly increasing or decreasing"):
-        sdeint(f, g, y0, torch.tensor([0.0, 0.0]), dt=0.1)
+        sdeint(ou, y0, torch.tensor([0.0, 0.0]), dt=0.1)
     with pytest.raises(ValueError, match=r"f\(t, y\) returned shape"):
-        sdeint(lambda t, y: y[:, :1], g, y0, t, dt=0.1)
+        sdeint(sde(lambda t, y: y[:, :1], g), y0, t, dt=0.1)
     with pytest.raises(ValueError, match=r"g\(t, y\) returned shape"):
-        sdeint(f, lambda t, y: torch.ones(4, 3), y0, t, dt=0.1)
+        sdeint(sde(f, lambda t, y: torch.ones(4, 3)), y0, t, dt=0.1)
     with pytest.raises(ValueError, match=r"g\(t, y\) returned shape"):
-        sdeint(f, g, y0, t, dt=0.1, noise_type="general")
+        sdeint(sde(f, g, "general"), y0, t, dt=0.1)
     with pytest.raises(ValueError, match="Lévy areas"):
-        sdeint(f, lambda t, y: y[..., None], y0, t, dt=0.1, noise_type="general", method="milstein")
+        sdeint(sde(f, lambda t, y: y[..., None], "general"), y0, t, method="milstein", dt=0.1)
     with pytest.raises(ValueError, match="bm must be a tensor of 10"):
-        sdeint(f, g, y0, t, dt=0.1, bm=torch.zeros(9, 4, 2))
+        sdeint(ou, y0, t, bm=torch.zeros(9, 4, 2), dt=0.1)
     with pytest.raises(ValueError, match="bm has increments of shape"):
-        sdeint(f, g, y0, t, dt=0.1, bm=torch.zeros(10, 4, 3))
+        sdeint(ou, y0, t, bm=torch.zeros(10, 4, 3), dt=0.1)
     with pytest.raises(ValueError, match="method must be"):
-        sdeint(f, g, y0, t, dt=0.1, method="heun")  # type: ignore[arg-type]
+        sdeint(ou, y0, t, method="heun", dt=0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="noise_type must be"):
-        sdeint(f, g, y0, t, dt=0.1, noise_type="additive")  # type: ignore[arg-type]
+        sdeint(sde(f, g, "additive"), y0, t, dt=0.1)
+    with pytest.raises(ValueError, match="Itô"):
+        sdeint(SimpleNamespace(f=f, g=g, noise_type="diagonal", sde_type="stratonovich"), y0, t)
+    with pytest.raises(TypeError, match=r"f\(t, y\) \(drift\)"):
+        sdeint((f, g), y0, t)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from probpath.losses.ddpm import (
     ddpm_decoder_nll,
     ddpm_kl_term,
     ddpm_nll_bound,
+    ddpm_nll_bounds,
     ddpm_prior_kl,
     ddpm_simple_loss,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "ddpm_decoder_nll",
     "ddpm_kl_term",
     "ddpm_nll_bound",
+    "ddpm_nll_bounds",
     "ddpm_prior_kl",
     "ddpm_simple_loss",
     "denoising_score_matching",

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from probpath._schedules import ScheduleOutput
+from probpath.paths import Posterior, gaussian_posterior
 from probpath.samplers._common import (
     Callback,
     Model,
@@ -44,31 +45,62 @@ __all__ = ["ancestral", "ddim", "ddpm_timesteps"]
 Variance = Literal["beta", "beta_tilde"]
 
 
-def ddpm_timesteps(T: int, steps: int | None = None) -> Tensor:
+Spacing = Literal["trailing", "leading", "linspace"]
+
+
+def ddpm_timesteps(T: int, steps: int | None = None, *, spacing: Spacing = "trailing") -> Tensor:
     """The grid ``(i_0 / T > ... > i_{N-1} / T > 0)`` of ``steps`` chain indices, then 0.
 
     ``steps = None`` (or ``T``) is every index ``T, T - 1, ..., 1`` followed by ``0``: the
-    full chain. Fewer steps take ``i_k = 1 + floor(k T / steps)``, ``k = steps - 1 .. 0``:
-    the "uniform" sub-sequence of DDIM (Song et al. 2021, appendix D.2; diffusers'
-    "leading" spacing), which ends at ``i = 1``, so the last step from x_1 to x_0 is small.
-    Float64, shape ``(steps + 1,)``.
+    full chain, whatever the spacing. Fewer steps choose the indices as in Lin et al. 2024
+    ("Common diffusion noise schedules and sample steps are flawed", Table 2; diffusers'
+    ``timestep_spacing``), ``k = 0 .. N - 1``:
+
+    - ``"trailing"`` (default): ``i_k = round((N - k) T / N)``, so the first step starts at
+      ``i = T`` (t = 1), the noise the chain was trained to end at;
+    - ``"leading"``: ``i_k = 1 + floor((N - 1 - k) T / N)``, DDIM's "uniform" sub-sequence
+      (Song et al. 2021, appendix D.2), which ends at ``i = 1`` but starts at
+      ``1 + floor((N - 1) T / N)`` (0.901 for T = 1000, N = 10: the cosine chain's abar is
+      0.024 there, not ~0);
+    - ``"linspace"``: ``i_k = 1 + round((N - 1 - k) (T - 1) / (N - 1))``, from T down to 1.
+
+    Float64, shape ``(steps + 1,)``. ``round`` takes exact halves to even (diffusers forms
+    the same values with a float ``arange``/``linspace``, whose rounding can move an exact
+    half by one ulp and so round it the other way).
 
     Example:
         >>> ddpm_timesteps(10, 5)
+        tensor([1.0000, 0.8000, 0.6000, 0.4000, 0.2000, 0.0000], dtype=torch.float64)
+        >>> ddpm_timesteps(10, 5, spacing="leading")
         tensor([0.9000, 0.7000, 0.5000, 0.3000, 0.1000, 0.0000], dtype=torch.float64)
+        >>> ddpm_timesteps(10, 4, spacing="linspace")
+        tensor([1.0000, 0.7000, 0.4000, 0.1000, 0.0000], dtype=torch.float64)
     """
     steps = T if steps is None else steps
     if not isinstance(T, int) or T < 1:
         raise ValueError(f"T must be a positive number of chain steps, got {T!r}")
     if not isinstance(steps, int) or not 1 <= steps <= T:
         raise ValueError(f"steps must be an int in 1..T = 1..{T}, got {steps!r}")
-    k = torch.arange(steps - 1, -1, -1, dtype=torch.float64)
-    idx = 1 + torch.floor(k * T / steps)
+    k = torch.arange(steps, dtype=torch.float64)
+    if spacing == "trailing":  # integers times T over N: exact halves stay exact
+        idx = torch.round((steps - k) * T / steps)
+    elif spacing == "leading":
+        idx = 1 + torch.floor((steps - 1 - k) * T / steps)
+    elif spacing == "linspace":
+        idx = 1 + torch.round((steps - 1 - k) * (T - 1) / max(steps - 1, 1))
+    else:
+        raise ValueError(
+            f"spacing must be 'trailing', 'leading' or 'linspace' (Lin et al. 2024), got "
+            f"{spacing!r}"
+        )
     return torch.cat([idx, idx.new_zeros(1)]) / T
 
 
-def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Tensor, ...]:
-    """alpha, sigma at a strictly decreasing grid (:func:`decreasing_grid`), float64."""
+def _grid(
+    schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Posterior]:
+    """alpha, sigma at the start and end of every step of a strictly decreasing grid
+    (:func:`decreasing_grid`) and the posterior of each step, float64."""
     s = schedule(ts.detach().to(torch.float64))
     alpha, sigma = s.alpha.to(torch.float64), s.sigma.to(torch.float64)
     if not bool((alpha[:-1] > 0).all()) or not bool((sigma[:-1] > 0).all()):
@@ -77,9 +109,7 @@ def _grid(schedule: Callable[[Tensor], ScheduleOutput], ts: Tensor) -> tuple[Ten
             "start at t = 1 - eps on paths with alpha(1) = 0 (cosine, CondOT)"
         )
     a_t, a_s, s_t, s_s = alpha[:-1], alpha[1:], sigma[:-1], sigma[1:]
-    ratio = a_t / a_s
-    v = (s_t**2 - ratio**2 * s_s**2).clamp(min=0.0)  # transition variance of x_t | x_s
-    return a_t, a_s, s_t, s_s, v
+    return a_t, a_s, s_t, s_s, gaussian_posterior(a_t, s_t, a_s, s_s)
 
 
 def ancestral(
@@ -132,11 +162,12 @@ def ancestral(
     ts = decreasing_grid(ts, x)
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
-    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
-    noise_var = v if variance == "beta" else v * s_s**2 / s_t**2
+    a_t, _, s_t, _, q = _grid(schedule, ts)
+    noise_var = q.transition_var if variance == "beta" else q.var
     if float(ts[-1]) == 0.0:
         noise_var = torch.cat([noise_var[:-1], noise_var.new_zeros(1)])
-    coefs = (a_s / a_t, -a_s * v / (a_t * s_t), noise_var.sqrt())
+    # the posterior mean c_0 x0_hat + c_t x_t at x0_hat = (x_t - sigma_t eps) / alpha_t
+    coefs = (q.coef_xt + q.coef_x0 / a_t, -q.coef_x0 * s_t / a_t, noise_var.sqrt())
     return linear_steps(model, x, ts, coefs, generator, callback)
 
 
@@ -191,8 +222,8 @@ def ddim(
             raise ValueError("increasing ts (encoding) needs the deterministic eta = 0")
         return _ddim_encode(model, x, ts, schedule, callback)
     ts = decreasing_grid(ts, x)
-    a_t, a_s, s_t, s_s, v = _grid(schedule, ts)
-    c = eta * s_s / s_t * v.sqrt()
+    a_t, a_s, s_t, s_s, q = _grid(schedule, ts)
+    c = eta * q.var.sqrt()
     coefs = (a_s / a_t, (s_s**2 - c**2).clamp(min=0.0).sqrt() - a_s * s_t / a_t, c)
     return linear_steps(model, x, ts, coefs, generator, callback)
 

@@ -56,7 +56,7 @@ def _alpha_sigma_lambda(schedule: Schedule, t: Tensor) -> tuple[Tensor, Tensor, 
             "alpha(t) and sigma(t) must be > 0 on the whole grid (log-SNR finite): keep ts "
             "inside (0, 1) on paths with alpha(1) = 0 or sigma(0) = 0"
         )
-    return alpha, sigma, torch.log(alpha) - torch.log(sigma)
+    return alpha, sigma, s.half_log_snr.to(torch.float64)
 
 
 def _step(x: Tensor, c_x: float, terms: list[tuple[float, Tensor]]) -> Tensor:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from probpath._schedules import as_time
 from probpath.paths import Schedule
 from probpath.samplers._common import (
     Callback,
@@ -52,8 +53,8 @@ def probability_flow(
     accepted for the uniform sampler signature and unused.
 
     Args:
-        model: velocity ``model(x, t)`` (e.g. ``DiffusionModel.velocity``, a flow-matching
-            field, or :func:`probpath.sdes.probability_flow_ode` of a score in model order).
+        model: velocity ``model(x, t)`` (e.g. ``DiffusionModel.velocity``, the drift of
+            :class:`probpath.sdes.ProbabilityFlowODE`, or a flow-matching field).
         x: prior samples at ``ts[0]``; ts: times from noise to data.
         method, rtol, atol, options: as :func:`probpath.solvers.odeint`.
         callback: ``callback(k, x(ts[k + 1]))`` for each output time after the first.
@@ -69,7 +70,7 @@ def probability_flow(
         (4, 0.6068)
     """
     check_state(x)
-    ts = as_grid(ts, x)
+    ts = as_time(as_grid(ts, x))  # one clock: times in [0, 1], checked once here
 
     def f(t: Tensor, y: Tensor) -> Tensor:
         return call_model(model, y, t)
@@ -83,9 +84,9 @@ def probability_flow(
     return ys[-1], stats.nfe
 
 
-def _half_log_ratio(schedule: Schedule, t: Tensor) -> Tensor:
-    s = schedule(t)
-    return torch.log(s.sigma) - torch.log(s.alpha)  # log σ̂ = -λ/2
+def _log_ratio(schedule: Schedule, t: Tensor) -> Tensor:
+    """``log(sigma / alpha)`` at t: EDM's log σ̂, minus the half log-SNR."""
+    return -schedule(t).half_log_snr
 
 
 def edm_times(
@@ -129,7 +130,7 @@ def _log_ratio_grid(
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not 0 <= t_min < t_max <= 1:
         raise ValueError(f"need 0 <= t_min < t_max <= 1, got {t_min}, {t_max}")
-    hi, lo = _half_log_ratio(schedule, torch.tensor([t_max, t_min], dtype=torch.float64))
+    hi, lo = _log_ratio(schedule, torch.tensor([t_max, t_min], dtype=torch.float64))
     if not bool(torch.isfinite(hi) & torch.isfinite(lo)):
         raise ValueError(
             "sigma/alpha must be finite and positive at t_min and t_max; move them inside (0, 1)"
@@ -141,12 +142,12 @@ def _log_ratio_grid(
 
 
 def _times_at_log_ratio(schedule: Schedule, target: Tensor, t_min: float, t_max: float) -> Tensor:
-    """The times in ``[t_min, t_max]`` where ``log(sigma/alpha) = target`` (= -λ, λ half the
+    """The times in ``[t_min, t_max]`` where ``log(sigma/alpha) = target`` (minus the half
     log-SNR), by bisection (``sigma/alpha`` increases with t); float64, shaped like target."""
     lo, hi = torch.full_like(target, t_min), torch.full_like(target, t_max)
     for _ in range(60):  # bisection: 2^-60 of the interval, below float64 resolution
         mid = 0.5 * (lo + hi)
-        above = _half_log_ratio(schedule, mid) > target
+        above = _log_ratio(schedule, mid) > target
         hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
     return 0.5 * (lo + hi)
 

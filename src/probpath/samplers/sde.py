@@ -5,9 +5,12 @@ Both walk a decreasing time grid ``ts`` (t = 1 noise → t ≈ 0 data) of the re
 
 .. math:: dx = [f(t)\,x - g(t)^2\,s(x, t)]\,dt + g(t)\,d\bar w,\qquad dt < 0,
 
-with ``f = alpha'/alpha`` and ``g^2`` from the path's schedule (:mod:`probpath.sdes`) and
-``s = model(x, t)`` a score (convert other kinds with
-:func:`probpath.parametrize.convert_model`, or pass ``DiffusionModel.score``).
+with ``f = alpha'/alpha`` and ``g^2`` from the path's schedule and ``s = model(x, t)`` a
+score (convert other kinds with :func:`probpath.parametrize.convert_model`, or pass
+``DiffusionModel.score``). What runs is :class:`probpath.sdes.ReverseSDE`'s drift and
+diffusion: their coefficients are evaluated once on the grid (float64, one host read) and
+each step is :func:`probpath.solvers.sdeint`'s Euler–Maruyama step of that object (in its
+clock ``tau = -t``), written as the model call plus three fused operations.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from probpath._schedules import as_time
 from probpath.paths import Schedule
 from probpath.samplers._common import (
     Callback,
@@ -27,24 +31,26 @@ from probpath.samplers._common import (
     sqnorm,
 )
 from probpath.samplers.langevin import langevin
+from probpath.sdes import SDE, ReverseSDE
 
 __all__ = ["predictor_corrector", "reverse_sde_euler"]
 
 
-def _em_coefficients(schedule: Schedule, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    r"""Per-step ``(c_x, c_s, c_z)`` of the Euler–Maruyama step from ``t_k`` to ``t_{k+1}``,
-    :math:`x_{k+1} = (1 - h_k f_k)\,x_k + h_k g_k^2\,s(x_k, t_k) + \sqrt{h_k g_k^2}\,z_k`,
-    and ``alpha`` at every time; float64, computed once before the loop."""
-    grid = ts.detach().to(torch.float64)
-    s = schedule(grid)
-    f, g2 = s.drift_coef[:-1], s.diffusion_sq[:-1]
-    if not bool((torch.isfinite(f) & torch.isfinite(g2)).all()):
+def _euler_maruyama(rev: ReverseSDE, ts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Per-step ``(c_x, c_s, c_z)`` of the Euler–Maruyama step of ``rev`` (the step of
+    :func:`probpath.solvers.sdeint`) from ``t_k`` to ``t_{k+1}``: in ``tau = -t`` the step is
+    :math:`h_k = t_k - t_{k+1} > 0` and
+    :math:`x_{k+1} = x_k + h_k (c_y x_k + c_s s(x_k, t_k)) + g \sqrt{h_k} z_k` with ``rev``'s
+    coefficients ``(c_y, c_s, g)`` at ``tau_k``; float64, computed once before the loop."""
+    tau = -as_time(ts.detach().to(torch.float64))
+    c_y, c_s, g = rev.coefficients(tau[:-1])
+    if not bool((torch.isfinite(c_y) & torch.isfinite(c_s)).all()):
         raise ValueError(
             "the reverse SDE's coefficients f = alpha'/alpha and g^2 are not finite at some "
             "time of ts (alpha(t) = 0 there): start below t = 1 on paths with alpha(1) = 0"
         )
-    h = grid[:-1] - grid[1:]
-    return 1 - h * f, h * g2, (h * g2.clamp(min=0)).sqrt(), s.alpha
+    h = tau[1:] - tau[:-1]
+    return 1 + h * c_y, h * c_s, g * h.sqrt()
 
 
 def reverse_sde_euler(
@@ -88,7 +94,7 @@ def reverse_sde_euler(
     """
     check_state(x)
     ts = decreasing_grid(ts, x)
-    c_x, c_s, c_z, _ = _em_coefficients(schedule, ts)
+    c_x, c_s, c_z = _euler_maruyama(SDE(schedule).reverse(model), ts)
     if not final_noise:
         c_z[-1] = 0.0
     return linear_steps(model, x, ts, (c_x, c_s, c_z), generator, callback)
@@ -142,8 +148,9 @@ def predictor_corrector(
         raise ValueError(f"n_corrector must be an int >= 0, got {n_corrector!r}")
     if not snr > 0:
         raise ValueError(f"snr must be positive, got {snr}")
-    c_x, c_s, c_z, alpha = _em_coefficients(schedule, ts)
+    c_x, c_s, c_z = _euler_maruyama(SDE(schedule).reverse(model), ts)
     c_z[-1] = 0.0
+    alpha = schedule(ts.detach().to(torch.float64)).alpha
     ratios = ((alpha[1:] / alpha[:-1]) ** 2).tolist()
     coefs = [c.tolist() for c in (c_x, c_s, c_z)]
     n, nfe = len(ts) - 1, 0

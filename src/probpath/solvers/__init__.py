@@ -7,6 +7,14 @@ calling conventions and know nothing of networks or probability paths.
 from ._norms import rms_norm
 from .adjoint import odeint_adjoint
 from .ode import SolverError, SolverStats, odeint
-from .sde import sdeint
+from .sde import SDELike, sdeint
 
-__all__ = ["SolverError", "SolverStats", "odeint", "odeint_adjoint", "rms_norm", "sdeint"]
+__all__ = [
+    "SDELike",
+    "SolverError",
+    "SolverStats",
+    "odeint",
+    "odeint_adjoint",
+    "rms_norm",
+    "sdeint",
+]

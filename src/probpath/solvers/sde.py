@@ -1,7 +1,11 @@
 r"""Fixed-step solvers for Itô SDEs ``dy = f(t, y) dt + g(t, y) dW``, forward or reverse in time.
 
-Names follow torchsde: drift ``f(t, y)``, diffusion ``g(t, y)``, ``noise_type`` and
-``method``. Two Itô-correct schemes (Kloeden & Platen 1992, *Numerical Solution of SDEs*):
+The call is torchsde's, ``sdeint(sde, y0, ts, bm=None, method="euler", dt=1e-3)``, and so is
+the SDE: any object with a drift ``sde.f(t, y)``, a diffusion ``sde.g(t, y)`` and a
+``sde.noise_type`` (``"diagonal"``, ``"scalar"`` or ``"general"``; ``sde.sde_type``, when
+present, must be ``"ito"``), e.g. the SDEs of :mod:`probpath.sdes`, a torchsde module, or
+``types.SimpleNamespace(f=..., g=..., noise_type="diagonal")``. Two Itô-correct schemes
+(Kloeden & Platen 1992, *Numerical Solution of SDEs*):
 
 ``"euler"`` (Euler--Maruyama, KP 9.1 / the lecture notes' "Discretization of SDE")::
 
@@ -22,9 +26,10 @@ geometric Brownian motion); it reduces to Euler--Maruyama for additive noise. We
 Stochastic Heun is not offered: it converges to the *Stratonovich* solution.
 General (non-commutative) noise would need Lévy areas, so ``milstein`` refuses it.
 
-Reverse time: a decreasing ``t`` integrates backwards with signed steps ``h < 0``; the
-Brownian increments still have variance ``|h|`` (score-SDE reverse samplers,
-Song et al. 2021, eq. 6 discretized by Euler--Maruyama).
+Reverse time: a decreasing ``ts`` integrates backwards with signed steps ``h < 0``; the
+Brownian increments still have variance ``|h|``. (The reverse SDE of a score model,
+:class:`probpath.sdes.ReverseSDE`, is instead written on the increasing clock ``tau = -t``,
+so torchsde can solve it too.)
 """
 
 from __future__ import annotations
@@ -32,16 +37,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-__all__ = ["sdeint"]
+__all__ = ["SDELike", "sdeint"]
 
 Method = Literal["euler", "milstein"]
-NoiseType = Literal["diagonal", "scalar", "general"]
-SDEFunc = Callable[[Tensor, Tensor], Tensor]
+BrownianIncrement = Callable[[float, float], Tensor]
+"""``bm(ta, tb) -> W(tb) - W(ta)`` for ``ta < tb``: torchsde's ``BrownianInterval`` call."""
+
+
+class SDELike(Protocol):
+    """What :func:`sdeint` reads from an SDE (torchsde's protocol): ``f``, ``g``, ``noise_type``."""
+
+    noise_type: str
+
+    def f(self, t: Tensor, y: Tensor) -> Tensor: ...
+
+    def g(self, t: Tensor, y: Tensor) -> Tensor: ...
+
 
 _METHODS = ("euler", "milstein")
 _NOISE_TYPES = ("diagonal", "scalar", "general")
@@ -101,6 +117,25 @@ def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
         return False
 
 
+def _noise_type(sde: Any) -> str:
+    """``sde.noise_type``, after checking that ``sde`` has torchsde's f, g and an Itô type."""
+    if not all(callable(getattr(sde, name, None)) for name in ("f", "g")):
+        raise TypeError(
+            "sde must have methods f(t, y) (drift) and g(t, y) (diffusion) and an attribute "
+            "noise_type, as in torchsde; e.g. types.SimpleNamespace(f=lambda t, y: -y, "
+            f"g=lambda t, y: torch.ones_like(y), noise_type='diagonal'), got {type(sde).__name__}."
+        )
+    noise_type = getattr(sde, "noise_type", None)
+    if noise_type not in _NOISE_TYPES:
+        raise ValueError(f"sde.noise_type must be one of {_NOISE_TYPES}, got {noise_type!r}.")
+    if getattr(sde, "sde_type", "ito") != "ito":
+        raise ValueError(
+            f"sde.sde_type is {sde.sde_type!r}: these schemes solve Itô SDEs ('ito'); convert a "
+            "Stratonovich drift with the Itô correction f + ½ g ∂g/∂y first."
+        )
+    return noise_type
+
+
 def _check_args(y0: Tensor, t: Tensor, dt: float, method: str, noise_type: str) -> list[float]:
     if not isinstance(y0, Tensor) or not y0.is_floating_point() or y0.dim() < 1:
         raise TypeError("y0 must be a floating-point Tensor of shape (batch, ...).")
@@ -108,8 +143,6 @@ def _check_args(y0: Tensor, t: Tensor, dt: float, method: str, noise_type: str) 
         raise ValueError("t must be a 1-D tensor of output times, e.g. torch.linspace(0, 1, 5).")
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
-    if noise_type not in _NOISE_TYPES:
-        raise ValueError(f"noise_type must be one of {_NOISE_TYPES}, got {noise_type!r}.")
     if noise_type == "general" and y0.dim() != 2:
         raise ValueError("noise_type='general' needs a state of shape (batch, d).")
     if noise_type == "general" and method == "milstein":
@@ -132,22 +165,22 @@ def _check_args(y0: Tensor, t: Tensor, dt: float, method: str, noise_type: str) 
 
 
 def sdeint(
-    f: SDEFunc,
-    g: SDEFunc,
+    sde: SDELike,
     y0: Tensor,
-    t: Tensor,
-    *,
-    dt: float,
+    ts: Tensor,
+    bm: Tensor | BrownianIncrement | None = None,
     method: Method = "euler",
-    noise_type: NoiseType = "diagonal",
+    dt: float = 1e-3,
+    *,
     generator: torch.Generator | None = None,
-    bm: Tensor | None = None,
 ) -> Tensor:
-    r"""Solve the Itô SDE ``dy = f(t, y) dt + g(t, y) dW`` on a fixed grid; return ``y`` at ``t``.
+    r"""Solve the Itô SDE ``dy = sde.f(t, y) dt + sde.g(t, y) dW`` on a fixed grid; return
+    ``y`` at ``ts``. torchsde's call and SDE protocol, so ``torchsde.sdeint`` and this take
+    the same objects and arguments.
 
     Args:
-        f: drift ``f(t, y)`` returning the state's shape; ``t`` is a 0-d tensor.
-        g: diffusion ``g(t, y)``; its shape sets the noise (torchsde's conventions):
+        sde: an object with drift ``f(t, y)`` (the state's shape; ``t`` a 0-d tensor),
+            diffusion ``g(t, y)`` and ``noise_type``, which sets the shape of ``g``:
 
             * ``"diagonal"``: shape of ``y`` (or broadcastable, e.g. ``(batch, 1)`` or a 0-d
               tensor), one Brownian motion per coordinate, ``g * dW``;
@@ -156,25 +189,29 @@ def sdeint(
             * ``"general"``: ``y`` is ``(batch, d)`` and ``g`` is ``(batch, d, m)``; ``m``
               Brownian channels, ``g @ dW``.
         y0: initial state, shape ``(batch, ...)``.
-        t: 1-D strictly monotone output times; ``t[0]`` is the start. Decreasing ``t``
+        ts: 1-D strictly monotone output times; ``ts[0]`` is the start. Decreasing ``ts``
             integrates backwards in time.
+        bm: the Brownian motion, optional: pre-drawn increments ``ΔW`` of shape
+            ``(n_steps, *noise_shape)`` in the order they are used, variance ``|h|`` each
+            (``noise_shape`` is ``y.shape``, ``(batch, 1, ..., 1)`` with ``y.dim() + 1`` dims,
+            or ``(batch, m)``), or a callable ``bm(ta, tb) = W(tb) - W(ta)`` such as
+            ``torchsde.BrownianInterval`` (queried with ``ta < tb`` whatever the direction).
+            Lets strong errors be measured on a known Brownian path; ``generator`` is then
+            unused.
+        method: ``"euler"`` (Euler--Maruyama) or ``"milstein"`` (see the module docstring).
         dt: step size ``> 0``; each interval between output times is split into
             ``ceil(|Δt| / dt)`` steps, the last one shortened to land on the output time.
-        method: ``"euler"`` (Euler--Maruyama) or ``"milstein"`` (see the module docstring).
-        noise_type: ``"diagonal"``, ``"scalar"`` or ``"general"``.
         generator: ``torch.Generator`` for the Brownian increments (same seed, same path).
-        bm: optional pre-drawn increments ``ΔW`` of shape ``(n_steps, *noise_shape)`` in the
-            order they are used, with variance ``|h|`` each (``noise_shape`` is ``y.shape``,
-            ``(batch, 1, ..., 1)`` with ``y.dim() + 1`` dims, or ``(batch, m)``). Lets strong
-            errors be measured on a known Brownian path. ``generator`` is then unused.
 
     Returns:
-        Tensor of shape ``(len(t), *y0.shape)``, ``y`` at every output time (like odeint).
+        Tensor of shape ``(len(ts), *y0.shape)``, ``y`` at every output time (like odeint).
 
     Example:
+        >>> from types import SimpleNamespace
         >>> theta, sigma = 1.0, 0.5  # Ornstein-Uhlenbeck
-        >>> ys = sdeint(lambda t, y: -theta * y, lambda t, y: sigma * torch.ones_like(y),
-        ...             torch.zeros(4096, 1), torch.tensor([0.0, 1.0]), dt=0.01,
+        >>> ou = SimpleNamespace(f=lambda t, y: -theta * y,
+        ...                      g=lambda t, y: sigma * torch.ones_like(y), noise_type="diagonal")
+        >>> ys = sdeint(ou, torch.zeros(4096, 1), torch.tensor([0.0, 1.0]), dt=0.01,
         ...             generator=torch.Generator().manual_seed(0))
         >>> ys.shape
         torch.Size([2, 4096, 1])
@@ -182,47 +219,28 @@ def sdeint(
         >>> abs(ys[-1].var().item() - var) < 0.01
         True
     """
-    ts = _check_args(y0, t, dt, method, noise_type)
-    starts, steps, ends = _step_grid(ts, float(dt))
-    n_steps = len(steps)
-    dtype, device = y0.dtype, y0.device
-    times = torch.tensor(starts, dtype=dtype).to(device).unbind(0)
-    sqrt_abs = torch.tensor(steps, dtype=dtype).abs().sqrt().to(device)
-    if bm is not None and (not isinstance(bm, Tensor) or bm.shape[:1] != (n_steps,)):
+    noise_type = _noise_type(sde)
+    grid = _check_args(y0, ts, dt, method, noise_type)
+    starts, steps, ends = _step_grid(grid, float(dt))
+    if isinstance(bm, Tensor) and bm.shape[:1] != (len(steps),):
         raise ValueError(
-            f"bm must be a tensor of {n_steps} Brownian increments (n_steps, *noise_shape) for "
-            f"this t and dt, got {tuple(bm.shape) if isinstance(bm, Tensor) else type(bm)}."
+            f"bm must be a tensor of {len(steps)} Brownian increments (n_steps, *noise_shape) "
+            f"for this ts and dt, got shape {tuple(bm.shape)}."
         )
-
-    out = [y0]
-    y = y0
-    noise: tuple[Tensor, ...] = ()
-    chunk = n_steps
+    times = torch.tensor(starts, dtype=y0.dtype).to(y0.device).unbind(0)
+    out, y = [y0], y0
+    noise: _Increments | None = None
     end_iter = iter(ends)
     next_end = next(end_iter, -1)
-    for k in range(n_steps):
-        tk, h = times[k], steps[k]
-        drift, diff = f(tk, y), g(tk, y)
-        if k == 0:
+    for k, h in enumerate(steps):
+        tk = times[k]
+        drift, diff = sde.f(tk, y), sde.g(tk, y)
+        if noise is None:
             _check_call("f", drift, y, noise_type)
             _check_call("g", diff, y, noise_type)
-            noise_shape = _noise_shape(y, diff, noise_type)
-            if bm is not None:
-                if bm.shape[1:] != noise_shape:
-                    raise ValueError(
-                        f"bm has increments of shape {tuple(bm.shape[1:])}, expected "
-                        f"{tuple(noise_shape)} for noise_type={noise_type!r}."
-                    )
-                noise = bm.to(dtype=dtype, device=device).unbind(0)
-            else:
-                chunk = max(1, min(n_steps, _CHUNK_ELEMENTS // max(1, noise_shape.numel())))
-        if bm is None and k % chunk == 0:
-            scale = sqrt_abs[k : k + chunk]
-            draw = torch.randn(
-                (scale.numel(), *noise_shape), generator=generator, dtype=dtype, device=device
-            )
-            noise = draw.mul_(scale.view(-1, *([1] * len(noise_shape)))).unbind(0)
-        dw = noise[k % chunk] if bm is None else noise[k]
+            shape = _noise_shape(y, diff, noise_type)
+            noise = _Increments(y0, shape, [*starts, grid[-1]], bm, generator)
+        dw = noise.at(k)
         euler = torch.add(y, drift, alpha=h)
         if noise_type == "diagonal":
             y_next = torch.addcmul(euler, diff, dw)  # one fused op on the hot path
@@ -232,12 +250,60 @@ def sdeint(
             sq = math.sqrt(abs(h))
             y_bar = euler + _noise_term(diff, sq, noise_type)
             weight = (dw * dw - abs(h)) / (2 * sq)
-            y_next = y_next + _noise_term(g(tk, y_bar) - diff, weight, noise_type)
+            y_next = y_next + _noise_term(sde.g(tk, y_bar) - diff, weight, noise_type)
         y = y_next
         if k == next_end:
             out.append(y)
             next_end = next(end_iter, -1)
     return torch.stack(out)
+
+
+class _Increments:
+    """The Brownian increment of each step: from ``bm`` (a tensor or ``bm(ta, tb)``), or
+    drawn from ``generator`` in chunks of up to ``_CHUNK_ELEMENTS`` numbers (one ``randn``)."""
+
+    def __init__(
+        self,
+        like: Tensor,
+        shape: torch.Size,
+        points: list[float],
+        bm: Tensor | BrownianIncrement | None,
+        generator: torch.Generator | None,
+    ) -> None:
+        steps = [b - a for a, b in pairwise(points)]  # the solver's signed steps
+        self.like, self.shape, self.points = like, shape, points
+        self.bm, self.generator, self.chunk = bm, generator, len(steps)
+        self.drawn: tuple[Tensor, ...] = ()
+        if isinstance(bm, Tensor):
+            if bm.shape[1:] != shape:
+                raise ValueError(
+                    f"bm has increments of shape {tuple(bm.shape[1:])}, expected "
+                    f"{tuple(shape)} (the noise shape of this noise_type)."
+                )
+            self.drawn = bm.to(like).unbind(0)
+        elif bm is None:
+            self.chunk = max(1, min(len(steps), _CHUNK_ELEMENTS // max(1, shape.numel())))
+            self.sqrt_abs = torch.tensor(steps, dtype=like.dtype).abs().sqrt().to(like.device)
+        elif not callable(bm):
+            raise TypeError(f"bm must be a tensor, a callable bm(ta, tb) or None, got {bm!r}.")
+
+    def at(self, k: int) -> Tensor:
+        """``ΔW`` of step ``k`` (steps are taken in order)."""
+        if isinstance(self.bm, Tensor):
+            return self.drawn[k]
+        if self.bm is not None:
+            a, b = self.points[k], self.points[k + 1]
+            return self.bm(min(a, b), max(a, b)).to(self.like)
+        if k % self.chunk == 0:
+            scale = self.sqrt_abs[k : k + self.chunk]
+            draw = torch.randn(
+                (scale.numel(), *self.shape),
+                generator=self.generator,
+                dtype=self.like.dtype,
+                device=self.like.device,
+            )
+            self.drawn = draw.mul_(scale.view(-1, *([1] * len(self.shape)))).unbind(0)
+        return self.drawn[k % self.chunk]
 
 
 def _noise_shape(y: Tensor, diff: Tensor, noise_type: str) -> torch.Size:
