@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import shared_time
+from probpath._schedules import evaluate, shared_time
 from probpath.models import DiffusionModel, NoisyClassifier
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
 from probpath.models.diffusion import PathPredictions, PathSampling
@@ -168,7 +168,7 @@ def classifier_guided(
     gamma = float(scale)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        s = schedule(shared_time(broadcast_time(t, x)))  # once for a shared time
+        s = evaluate(schedule, shared_time(broadcast_time(t, x)))  # samplers checked the grid
         d_eps = (-gamma * s.expand_like(x).sigma) * grad_log_prob(x, t)
         return predict(x, t) + convert(d_eps, "eps", kind, torch.zeros_like(x), s)
 

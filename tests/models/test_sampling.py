@@ -86,7 +86,12 @@ def test_options_are_checked_against_the_sampler_signature() -> None:
         model.steps_for_nfe("pc", 10, eta=0.5)
     with pytest.raises(ValueError, match="'heun' takes no option rtol"):
         guide(small("sde", n_classes=2), 1, 2.0).sample(2, sampler="heun", rtol=1e-3)
-    assert small("ddpm").sampler_options("ddim") == {"steps": 50, "eta": 0.0, "callback": None}
+    assert small("ddpm").sampler_options("ddim") == {
+        "steps": 50,
+        "eta": 0.0,
+        "spacing": "trailing",
+        "callback": None,
+    }
     assert model.sampler_options("pc") == {
         "steps": 500, "snr": 0.16, "n_corrector": 1, "callback": None
     }  # fmt: skip
@@ -183,3 +188,23 @@ def test_samples_carry_a_graph_only_when_asked(name: str) -> None:
     y = model.sample(3, grad=True, **opts)
     y.sum().backward()
     assert any(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_ddpm_spacing_reaches_the_chain(sampler: str) -> None:
+    """A few-step run starts at t = 1 with the default trailing spacing (Lin et al. 2024) and
+    below it with the leading one: the first network call sees that time."""
+    model = small("ddpm")
+    seen: list[float] = []
+
+    def record(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(float(t[0]))
+        return torch.zeros_like(x)
+
+    model.predict = record  # type: ignore[method-assign]
+    T = model.chain.T
+    model.sample(2, sampler=sampler, steps=4)
+    assert seen[0] == 1.0
+    seen.clear()
+    model.sample(2, sampler=sampler, steps=4, spacing="leading")
+    assert seen[0] == pytest.approx((1 + 3 * T // 4) / T)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import pad_like, shared_time
+from probpath._schedules import evaluate, pad_like, shared_time
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import default_time_range
 from probpath.nets import MLP, broadcast_time, check_labels
@@ -46,7 +46,7 @@ class _AlphaScaledLogits(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         logits = self.net(x, t)
-        alpha = self.schedule(shared_time(broadcast_time(t, x))).alpha  # once for a shared t
+        alpha = evaluate(self.schedule, shared_time(broadcast_time(t, x))).alpha  # no host read
         return self.log_prior + pad_like(alpha, logits) * logits
 
 

@@ -26,7 +26,7 @@ from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.paths import DiscreteSchedule
 from probpath.samplers import ancestral, ddim, ddpm_timesteps
 from probpath.samplers._common import Callback
-from probpath.samplers.ddpm import Variance
+from probpath.samplers.ddpm import Spacing, Variance
 
 __all__ = ["DDPM", "ChainSampling"]
 
@@ -46,13 +46,15 @@ def _ancestral(
     *,
     steps: int | None = None,
     variance: Variance | None = None,
+    spacing: Spacing = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, int]:
     """Ancestral sampling (:func:`probpath.samplers.ancestral`); ``steps=None``: the whole
-    chain; ``variance=None``: the model's."""
+    chain; ``variance=None``: the model's; ``spacing`` of the sub-chain
+    (:func:`probpath.samplers.ddpm_timesteps`)."""
     return ancestral(
-        m.eps, x, ddpm_timesteps(m.chain.T, steps).to(x), schedule=m.chain,
+        m.eps, x, ddpm_timesteps(m.chain.T, steps, spacing=spacing).to(x), schedule=m.chain,
         variance=m.variance if variance is None else variance, generator=generator,
         callback=callback,
     )  # fmt: skip
@@ -64,11 +66,13 @@ def _ddim(
     *,
     steps: int = 50,
     eta: float = 0.0,
+    spacing: Spacing = "trailing",
     generator: torch.Generator | None = None,
     callback: Callback | None = None,
 ) -> tuple[Tensor, int]:
-    """DDIM (:func:`probpath.samplers.ddim`) on ``steps`` indices of the chain."""
-    ts = ddpm_timesteps(m.chain.T, steps).to(x)
+    """DDIM (:func:`probpath.samplers.ddim`) on ``steps`` indices of the chain, spaced by
+    ``spacing`` ("trailing": a few-step run starts at t = 1; Lin et al. 2024)."""
+    ts = ddpm_timesteps(m.chain.T, steps, spacing=spacing).to(x)
     return ddim(m.eps, x, ts, schedule=m.chain, eta=eta, generator=generator, callback=callback)
 
 
@@ -161,15 +165,30 @@ class DDPM(DiffusionModel):
         return loss, {"l_simple": float(loss.detach())}
 
     def nll_bound(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """The ELBO's bound ``L_0 + sum_i L_i + L_T >= -log p(x)`` in nats, shape (batch,).
+        """The ELBO's bound ``L_0 + sum_i L_i + L_T >= -log p(x)`` in nats, shape (batch,),
+        with the model's reverse ``variance`` (the one ancestral sampling uses).
 
         T network calls on the batch (:func:`probpath.losses.ddpm_nll_bound`); bits/dim is
         this over ``dim * ln 2``.
         """
+        return self.nll_bounds(x, variances=(self.config["variance"],), generator=generator)[
+            self.config["variance"]
+        ]
+
+    def nll_bounds(
+        self,
+        x: Tensor,
+        *,
+        variances: Sequence[Variance] = ("beta", "beta_tilde"),
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """The ELBO's bound for each fixed reverse variance, from one pass over the chain
+        (:func:`probpath.losses.ddpm_nll_bounds`): every one is a valid upper bound on
+        ``-log p(x)``, so the smallest mean is the one to report (``probpath eval`` does)."""
         self._check(x)
-        return losses.ddpm_nll_bound(
+        return losses.ddpm_nll_bounds(
             self.as_kind("eps"), x, self.chain, decoder=self.config["decoder"],
-            variance=self.config["variance"], generator=generator,
+            variances=tuple(variances), generator=generator,
         )  # fmt: skip
 
     def trajectories(
