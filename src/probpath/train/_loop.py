@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["JsonlLogger", "check_data", "check_label_rows", "deferred_sigint", "loss_seed"]
+__all__ = ["JsonlLogger", "check_inputs", "deferred_sigint", "loss_seed"]
 
 
 def loss_seed(seed: int, rank: int, step: int) -> int:
@@ -91,3 +91,18 @@ def check_data(data: Tensor, name: str) -> None:
             f"{name} has {int(bad.sum())} rows with NaN or inf (first: row "
             f"{int(bad.nonzero()[0])}); clean the data before training"
         )
+
+
+def check_inputs(
+    data: Tensor, labels: Tensor | None, eval_data: Tensor | None, eval_labels: Tensor | None
+) -> None:
+    """The trainer's rows and labels: finite floating rows, one integer label per row."""
+    check_data(data, "data")
+    if eval_data is not None:
+        check_data(eval_data, "eval_data")
+    if labels is not None:
+        check_label_rows(labels, data, "labels")
+    if eval_labels is not None:
+        if eval_data is None:
+            raise ValueError("eval_labels were given without eval_data")
+        check_label_rows(eval_labels, eval_data, "eval_labels")
