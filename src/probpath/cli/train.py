@@ -38,6 +38,8 @@ TRAIN_FLAGS = {
     "grad_clip": "grad_clip",
     "ema": "ema_decay",
     "eval_every": "eval_every",
+    "eval_rows": "eval_rows",
+    "eval_budget": "eval_budget",
     "log_every": "log_every",
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
@@ -123,6 +125,15 @@ def _add_optimisation_flags(t: argparse.ArgumentParser) -> None:
     o.add_argument("--grad-clip", type=float, help="gradient-norm clip (0: off)")
     o.add_argument("--ema", type=float, help="EMA decay of the weights (0: off)")
     o.add_argument("--eval-every", type=int, help="steps between held-out evaluations")
+    o.add_argument(
+        "--eval-rows", type=int, help="held-out rows of a periodic evaluation (default 1000)"
+    )
+    o.add_argument(
+        "--eval-budget",
+        type=float,
+        help="largest fraction of the training time periodic evaluations take (default 0.1; "
+        "0: no limit)",
+    )
     o.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
     o.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     o.add_argument("--seed", type=int, help="seed of data, initialisation and noise")

@@ -15,7 +15,15 @@ _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULES = ("constant", "cosine")
 # Fields that may change when a run is resumed without changing its mathematics.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
+    {
+        "steps",
+        "log_every",
+        "eval_every",
+        "eval_rows",
+        "eval_budget",
+        "checkpoint_every",
+        "keep_checkpoints",
+    }
 )
 
 
@@ -34,6 +42,10 @@ class TrainConfig:
         grad_clip: clip the global gradient 2-norm to this value; ``0`` disables clipping.
         ema_decay: decay of the weight EMA; ``0`` disables it.
         eval_every: evaluate on held-out data every so many steps (``0``: only at the end).
+        eval_rows: the periodic evaluation's fixed, seeded subsample of the held-out rows
+            (the final evaluation takes all of them).
+        eval_budget: the largest fraction of the training time periodic evaluations may
+            take: one that would exceed it is skipped (``0``: no limit).
         log_every: write a line to ``metrics.jsonl`` every so many steps.
         checkpoint_every: write a checkpoint every so many steps (and always at the end).
         keep_checkpoints: how many of the newest checkpoints to keep.
@@ -58,13 +70,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     eval_every: int = 0
+    eval_rows: int = 1000
+    eval_budget: float = 0.1
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+        positive = ("steps", "batch_size", "eval_rows", "log_every", "checkpoint_every")
+        for name in (*positive, "keep_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -80,6 +95,10 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.eval_budget) and self.eval_budget >= 0):
+            raise ValueError(
+                f"eval_budget must be a fraction >= 0 (0: no limit), got {self.eval_budget!r}"
+            )
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
         if not 0 <= self.ema_decay < 1:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..data import Standardizer
 from .checkpoint import load_checkpoint
 from .config import RunConfig
-from .evaluate import count_nfe
+from .evaluate import count_nfe, map_chunks
 from .rows import RunRows, load_rows, to_data_space, to_model_space
 
 __all__ = ["LoadedRun", "load_run"]
@@ -50,6 +50,18 @@ class LoadedRun:
     def to_model_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(z, log|det dz/dx|)`` of data rows ``x`` (see :func:`.rows.to_model_space`)."""
         return to_model_space(self.standardizer, x)
+
+    def log_prob(
+        self, x: Tensor, *, chunk: int = 2048, progress: bool = False, **kwargs: Any
+    ) -> Tensor:
+        """log p(x) in nats of the data space, shape (n,): ``model.log_prob(z, **kwargs)``
+        plus log|det dz/dx|, in chunks of ``chunk`` rows under ``torch.no_grad()``, so its
+        memory is bounded by the chunk, whatever the number of solver steps
+        (:func:`.evaluate.map_chunks`)."""
+        model: Any = self.model
+        z, log_det = self.to_model_space(x)
+        lp = map_chunks(lambda b: model.log_prob(b, **kwargs), z, chunk=chunk, progress=progress)
+        return lp + log_det
 
     def sample(
         self, n: int, *, seed: int = 0, model: Any = None, **sampling: Any
@@ -85,8 +97,7 @@ def load_run(
         cfg = replace(cfg, model_config={**cfg.model_config, **overrides})
     model = build(cfg.model, **cfg.model_config)
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
-    weights = ck.ema if ema and ck.ema is not None else ck.model
-    model.load_state_dict(weights)
+    model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})
     std = extra.get("standardizer")

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._loop import JsonlLogger, check_inputs, deferred_sigint, loss_seed
+from ._loop import HeldOut, JsonlLogger, check_inputs, deferred_sigint, loss_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, TrainConfig, lr_factor
 from .distributed import DistInfo, LossModule, batch_indices, setup, teardown
@@ -63,9 +63,12 @@ def train(
     Each step draws a mini-batch (a seeded shuffle per epoch), calls
     ``model.loss(x, generator=g)``, clips the gradient norm, takes an Adam/AdamW step at
     the scheduled learning rate (:func:`~probpath.train.config.lr_factor`) and updates the
-    EMA weights. Every ``log_every`` steps a record goes to ``run_dir/metrics.jsonl``;
-    every ``eval_every`` steps (and at the end) ``evaluate(model, eval_data)`` runs on the
-    EMA weights (default: held-out NLL); every ``checkpoint_every`` steps (and at the
+    EMA weights. Every ``log_every`` steps a record goes to ``run_dir/metrics.jsonl``.
+    ``evaluate(model, eval_data)`` (default: :func:`~.evaluate.default_evaluate`, the
+    held-out NLL) runs on the EMA weights at the end on all rows, and every ``eval_every``
+    steps on a fixed subsample of ``eval_rows`` rows, with ``fast=True`` where it takes
+    that keyword and skipped when periodic evaluations would take more than
+    ``eval_budget`` of the training time. Every ``checkpoint_every`` steps (and at the
     end) a checkpoint goes to ``run_dir/checkpoints`` (see :mod:`.checkpoint`), holding
     also ``extra_state`` (JSON, e.g. the data standardisation and class names).
 
@@ -103,9 +106,12 @@ def train(
     if not params:
         raise ValueError("the model has no trainable parameters")
     info = setup(params[0].device)
+    eval_args: tuple[Tensor, ...] = () if eval_data is None else (eval_data,)
+    eval_args += () if eval_labels is None else (eval_labels,)
+    held_out = HeldOut(evaluate or default_evaluate, eval_args, config, progress and info.is_main)
     try:
-        loop = _Loop(model, params, config, Path(run_dir), info, resume, extra_state, evaluate)
-        result = loop.run(data, labels, eval_data, eval_labels, progress=progress)
+        loop = _Loop(model, params, config, Path(run_dir), info, resume, extra_state, held_out)
+        result = loop.run(data, labels, progress=progress)
         if info.distributed:  # rank 0 may still write its checkpoint: leave together
             dist.barrier()
         return result
@@ -127,7 +133,7 @@ class _Loop:
         info: DistInfo,
         resume: bool,
         extra_state: dict[str, Any] | None,
-        evaluate: Evaluate | None,
+        held_out: HeldOut,
     ) -> None:
         self.model, self.params, self.config, self.run_dir, self.info = (
             model, params, config, run_dir, info,
@@ -157,7 +163,7 @@ class _Loop:
             ids = [self.device] if self.device.type == "cuda" else None
             self.loss_fn = nn.parallel.DistributedDataParallel(adapter, device_ids=ids)
         self.gen = torch.Generator(device=self.device)
-        self.evaluate_fn: Evaluate = evaluate or default_evaluate
+        self.held_out = held_out
         self.clip = config.grad_clip if config.grad_clip > 0 else math.inf
         self.step_done = self.start
         self.losses: list[float] = []
@@ -189,24 +195,13 @@ class _Loop:
         self.extra = {**ck.meta.get("extra", {}), **self.extra}
         self.start, self.last_ckpt = ck.step, path
 
-    def run(
-        self,
-        data: Tensor,
-        labels: Tensor | None,
-        eval_data: Tensor | None,
-        eval_labels: Tensor | None,
-        *,
-        progress: bool,
-    ) -> TrainResult:
+    def run(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> TrainResult:
         """Step until ``config.steps``, logging, evaluating and checkpointing on schedule;
         then the final evaluation and checkpoint. Ctrl-C checkpoints the last whole step."""
         config, info = self.config, self.info
         batches = batch_indices(
             len(data), config.batch_size, info, seed=config.seed, start_step=self.start
         )
-        self.eval_args: tuple[Tensor, ...] = () if eval_data is None else (eval_data,)
-        if eval_data is not None and eval_labels is not None:
-            self.eval_args = (eval_data, eval_labels)
         bar = tqdm(
             total=config.steps,
             initial=self.start,
@@ -214,7 +209,7 @@ class _Loop:
             dynamic_ncols=True,
             desc="train",
         )
-        self.t0 = time.perf_counter()
+        self.t0, self.train_seconds = time.perf_counter(), 0.0
         rng = torch.get_rng_state()
         try:
             with deferred_sigint() as interrupted:
@@ -227,8 +222,8 @@ class _Loop:
                     rng = torch.get_rng_state()  # the state a resumed run must start from
                     self.record(loss, norm, logs, bar)
                     k = self.step_done
-                    if config.eval_every and k % config.eval_every == 0:
-                        self.evaluate(k)
+                    if self._periodic_eval_due(k):
+                        self.evaluate(k, final=False)
                     if k % config.checkpoint_every == 0:
                         self.checkpoint(k, torch.get_rng_state())
                 self.finish()
@@ -246,7 +241,7 @@ class _Loop:
     def step(self, k: int, x: Tensor, y: Tensor | None) -> tuple[float, float, dict[str, Any]]:
         """Optimiser step ``k`` on the batch ``(x, y)``: the loss and the gradient norm
         (means over processes) and the loss's logs; a non-finite one stops training."""
-        config, info = self.config, self.info
+        config, info, t0 = self.config, self.info, time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(k, config)
         x = x.to(device=self.device, dtype=self.dtype)
@@ -272,6 +267,7 @@ class _Loop:
         if self.ema is not None:
             self.ema.update(self.model)
         self.step_done = k
+        self.train_seconds += time.perf_counter() - t0
         return loss_value, norm_value, logs
 
     def record(self, loss: float, norm: float, logs: dict[str, Any], bar: Any) -> None:
@@ -301,16 +297,22 @@ class _Loop:
             )
             self.window = {}
 
-    def evaluate(self, k: int) -> None:
-        """``evaluate(model, eval_data[, eval_labels])`` on the EMA weights (rank 0)."""
-        if not self.eval_args or not self.info.is_main:
+    def _periodic_eval_due(self, k: int) -> bool:
+        """Every ``eval_every`` steps before the last, within the time budget."""
+        every, steps = self.config.eval_every, self.config.steps
+        return (
+            bool(every) and k % every == 0 and k < steps and self.held_out.due(self.train_seconds)
+        )
+
+    def evaluate(self, k: int, *, final: bool) -> None:
+        """The held-out evaluation on the EMA weights (rank 0): the final one exact on all
+        rows, a periodic one on the fixed subsample (see :class:`._loop.HeldOut`)."""
+        if not self.held_out.full or not self.info.is_main:
             return
         with self.ema.swapped(self.model) if self.ema else nullcontext():
-            out = {
-                key: float(v) for key, v in self.evaluate_fn(self.model, *self.eval_args).items()
-            }
+            out, about = self.held_out(self.model, final=final)
         record = {f"eval_{key}": v for key, v in out.items()}
-        self.logger.write({"step": k, "split": "eval", **record})
+        self.logger.write({"step": k, "split": "eval", **about, **record})
         self.last_eval = out
 
     def checkpoint(self, k: int, rng: Tensor) -> Path | None:
@@ -337,9 +339,9 @@ class _Loop:
         return self.last_ckpt
 
     def finish(self) -> None:
-        """The final evaluation and checkpoint, unless the last step just wrote them."""
+        """The final evaluation, and the final checkpoint unless the last step wrote it."""
         k, config = self.step_done, self.config
-        if k > self.start and (not config.eval_every or k % config.eval_every):
-            self.evaluate(k)
+        if k > self.start:
+            self.evaluate(k, final=True)
         if self.last_ckpt is None or (k > self.start and k % config.checkpoint_every):
             self.checkpoint(k, torch.get_rng_state())
