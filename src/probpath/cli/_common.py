@@ -98,12 +98,41 @@ def sampling_kwargs(model: Any, args: argparse.Namespace, solver: dict[str, Any]
         raise ValueError(f"sampler {name!r} takes no solver option {', '.join(extra)}")
     kwargs: dict[str, Any] = {"sampler": name, **solver}
     if nfe is not None:
-        if not hasattr(model, "steps_for_nfe"):
-            raise ValueError(f"model {type(model).__name__} takes --steps, not --nfe")
-        kwargs["steps"] = model.steps_for_nfe(name, nfe, **solver)
+        kwargs["steps"] = _steps_for_nfe(model, name, nfe, solver, "rtol" in allowed)
     elif steps is not None:
         kwargs["steps"] = steps
     return kwargs
+
+
+def _steps_for_nfe(
+    model: Any, name: str, nfe: int, solver: dict[str, Any], takes_tolerances: bool
+) -> int:
+    """The steps of sampler ``name`` that spend at most ``nfe`` evaluations; an adaptive
+    sampler (whose NFE follows its tolerances) is refused with what to use instead."""
+    if nfe < 1:
+        raise ValueError(f"--nfe must be a positive number of evaluations, got {nfe}")
+    if not hasattr(model, "steps_for_nfe"):
+        raise ValueError(f"model {type(model).__name__} takes --steps, not --nfe")
+    try:
+        return int(model.steps_for_nfe(name, nfe, **solver))
+    except ValueError:
+        pass
+    fixed = []
+    for other in model.samplers:
+        if other == name:
+            continue
+        try:
+            model.steps_for_nfe(other, nfe)
+            fixed.append(other)
+        except ValueError:
+            continue
+    how = "--rtol/--atol set its accuracy" if takes_tolerances else "its tolerances are fixed"
+    with_solver = f" with --solver {solver['method']}" if "method" in solver else ""
+    raise ValueError(
+        f"sampler {name!r}{with_solver} is adaptive: its NFE follows its error control "
+        f"({how}), not --nfe; for a budget of {nfe} evaluations pick a fixed-step sampler"
+        + (f": --sampler {', '.join(fixed)}" if fixed else "")
+    )
 
 
 def print_table(title: str, rows: dict[str, Any]) -> None:

@@ -108,7 +108,15 @@ def _guided(run: LoadedRun, args: argparse.Namespace) -> tuple[Any, dict[str, An
             "--conditional; or use --guidance classifier --classifier RUN"
         )
     y = _label_index(args.label, classes, source)
-    model = guide(run.model, y, scale, method=method, classifier=classifier)
+    try:
+        model = guide(run.model, y, scale, method=method, classifier=classifier)
+    except ValueError as e:
+        if classifier is None or "path" not in str(e):
+            raise
+        raise ValueError(
+            f"{e}; from the command line: train it with probpath train --model "
+            f"noisy-classifier --like {args.run}"
+        ) from None
     return model, {"label": args.label, "guidance": method, "scale": scale}
 
 

@@ -5,12 +5,14 @@ models; :func:`load_labelled` maps its values to 0..K-1 and keeps their names.
 
 Every problem is a ``ValueError`` naming the file and the offending rows or columns:
 NaN/inf values, a shape other than N x D, a dimension mismatch, an empty file, a
-non-numeric CSV cell. Nothing is silently dropped (only fully blank CSV lines, which
-hold no data, are skipped).
+non-numeric CSV cell, complex values, a ``.pt`` file holding pickled objects. Nothing is
+silently dropped (only fully blank CSV lines, which hold no data, are skipped).
 """
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, overload
@@ -29,14 +31,32 @@ SUFFIXES = (".npy", ".csv", ".pt")
 
 
 def _read(path: Path) -> np.ndarray | Tensor:
+    """The array of a ``.npy`` or ``.pt`` file: real numbers, never unpickled."""
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:  # an object array (pickled) or a corrupt header
+            raise ValueError(f"{path}: not a numeric .npy array ({e})") from None
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{path}: complex values ({arr.dtype}); give real columns")
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValueError(f"{path}: array dtype {arr.dtype} is not numeric")
         return arr
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a file written by torch.save (a zip archive)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path}: holds pickled Python objects, which probpath never loads; save a "
+            "plain tensor (torch.save(tensor, path)) or a .npy array"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:  # a damaged archive
+        raise ValueError(f"{path}: cannot be read as a saved tensor ({e})") from None
     if not isinstance(obj, Tensor):
         raise ValueError(f"{path}: expected a saved torch.Tensor, found {type(obj).__name__}")
+    if obj.is_complex():
+        raise ValueError(f"{path}: complex values ({obj.dtype}); give real columns")
     return obj
 
 

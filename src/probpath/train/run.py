@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Standardizer
-from .checkpoint import load_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint
 from .config import RunConfig
 from .evaluate import count_nfe, map_chunks
 from .rows import RunRows, load_rows, to_data_space, to_model_space
 
-__all__ = ["LoadedRun", "load_run"]
+__all__ = ["LoadedRun", "check_weights", "load_run"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,35 @@ class LoadedRun:
         return to_data_space(self.standardizer, z).detach(), c["nfe"] if nfe is None else nfe
 
 
+def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: Path) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model that ``config.json`` builds.
+
+    The error names the model config keys that differ from those the checkpoint was
+    trained with (stored with it as ``extra["model_config"]``; for older runs, the
+    mismatched parameters), instead of a size-mismatch traceback.
+    """
+    expected = model.state_dict()
+    names = expected.keys() | ck.model.keys()
+    bad = sorted(
+        k
+        for k in names
+        if k not in expected or k not in ck.model or expected[k].shape != ck.model[k].shape
+    )
+    if not bad:
+        return
+    trained = ck.meta.get("extra", {}).get("model_config")
+    if isinstance(trained, dict):
+        now = config.model_config
+        keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
+        what = ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
+    else:
+        what = f"the parameters {', '.join(bad[:5])} differ in shape or presence"
+    raise ValueError(
+        f"{run_dir / 'config.json'} no longer matches the checkpoint {ck.path}: {what}; "
+        "restore the model config the run was trained with"
+    )
+
+
 def load_run(
     run_dir: str | os.PathLike[str],
     *,
@@ -97,6 +126,7 @@ def load_run(
         cfg = replace(cfg, model_config={**cfg.model_config, **overrides})
     model = build(cfg.model, **cfg.model_config)
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
+    check_weights(model, ck, cfg, Path(run_dir))
     model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})

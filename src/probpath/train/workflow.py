@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from ..data import Standardizer
-from .checkpoint import list_checkpoints, load_checkpoint
+from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows, to_model_space
-from .run import LoadedRun, load_run
+from .run import LoadedRun, check_weights, load_run
 from .trainer import TrainResult, train
 
 __all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
@@ -100,13 +100,13 @@ def _labelled(config: RunConfig, conditional: bool, resume: bool) -> bool:
 
 
 def _standardizer(
-    config: RunConfig, run_dir: Path, rows: RunRows, resume: bool, like: LoadedRun | None
+    config: RunConfig, rows: RunRows, saved: Checkpoint | None, like: LoadedRun | None
 ) -> Standardizer | None:
-    """The run's map to model space: the saved one on resume, ``like``'s, or fitted on
+    """The run's map to model space: the ``saved`` one on resume, ``like``'s, or fitted on
     the training rows (``None`` when the run does not standardise)."""
-    if resume:
-        saved = load_checkpoint(run_dir / "checkpoints").meta["extra"]["standardizer"]
-        return None if saved is None else Standardizer.from_dict(saved)
+    if saved is not None:
+        state = saved.meta["extra"]["standardizer"]
+        return None if state is None else Standardizer.from_dict(state)
     if like is not None:
         return like.standardizer if config.standardize else None
     return Standardizer.fit(rows.train) if config.standardize else None
@@ -158,9 +158,12 @@ def fit(
     rows = load_rows(config, labels=labelled)
     if not resume:
         config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
-    std = _standardizer(config, run_dir, rows, resume, like_run)
+    saved = load_checkpoint(run_dir / "checkpoints") if resume else None
+    std = _standardizer(config, rows, saved, like_run)
     model = _build(config, rows, labelled)
-    if not resume:
+    if saved is not None:
+        check_weights(model, saved, config, run_dir)
+    else:
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
@@ -170,6 +173,7 @@ def fit(
     extra: dict[str, Any] = {
         "standardizer": std.to_dict() if std is not None else None,
         "classes": list(rows.classes) if labelled else None,
+        "model_config": config.model_config,  # what check_weights compares config.json with
     }
     if like_run is not None:
         extra["like"] = str(like_run.run_dir)
