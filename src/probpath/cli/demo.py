@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = demo_config(args.steps)
     print_fit(fit(cfg, args.out, resume=resume, progress=not args.quiet))
     loaded = load_run(args.out)
-    for path in plot_run(loaded):
+    for path in plot_run(loaded, progress=not args.quiet):
         print(path)
-    print_table(EVAL_TITLE, {"run": str(args.out), **evaluate_run(loaded)})
+    print_table(EVAL_TITLE, {"run": str(args.out), **evaluate_run(loaded, progress=not args.quiet)})
     return 0

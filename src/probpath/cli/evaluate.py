@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from typing import Any
 
 import torch
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         log_prob_kwargs=lp_kwargs,
         sampling=sampling,
+        progress=sys.stderr.isatty(),
     )
     emit(args, EVAL_TITLE, {"run": str(args.run), **rows})
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..train import load_run, plot_run
@@ -22,6 +23,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``probpath plot``: writes the PNGs into the run folder and prints their paths."""
-    for path in plot_run(load_run(args.run), n=args.n, seed=args.seed):
+    for path in plot_run(
+        load_run(args.run), n=args.n, seed=args.seed, progress=sys.stderr.isatty()
+    ):
         print(path)
     return 0

@@ -105,7 +105,9 @@ def default_evaluate(
     if hasattr(m, "log_prob"):
         kwargs = {"fast": True} if fast and accepts(m.log_prob, "fast") else {}
         x = data.to(device=p.device, dtype=p.dtype)
-        lp = map_chunks(lambda b: m.log_prob(b, **kwargs), x, chunk=chunk, progress=progress)
+        lp = map_chunks(
+            lambda b: m.log_prob(b, **kwargs), x, chunk=chunk, progress=progress, desc="eval"
+        )
         return {"nll": -float(lp.double().mean()) - log_det}
     sums: dict[str, float] = {}
     gen = torch.Generator(device=p.device).manual_seed(0)

@@ -43,12 +43,14 @@ def evaluate_run(
     seed: int = 0,
     log_prob_kwargs: dict[str, Any] | None = None,
     sampling: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Test NLL in nats of the data space (``nll_nats``, its standard error ``nll_se``,
     ``bits_per_dim``, ``nll_bound_nats`` where the model has ``nll_bound``), the
     ``entropy_nats`` and ``gap_nats`` of a toy set, the energy distance between ``n``
     samples and the rows with its noise floor, and the NFE of the likelihood and the
-    sampling. ``log_prob_kwargs`` go to ``model.log_prob``, ``sampling`` to the sampler.
+    sampling. ``log_prob_kwargs`` go to ``model.log_prob``, ``sampling`` to the sampler;
+    ``progress`` shows a bar over the likelihood's rows.
     """
     if n < 2:
         raise ValueError(f"n (--n) must be at least 2 (a mean and its standard error), got {n}")
@@ -57,7 +59,7 @@ def evaluate_run(
     x = _eval_rows(run, data, n, seed)
     t0 = time.perf_counter()
     with count_nfe(run.model) as c:
-        logp = run.log_prob(x, **(log_prob_kwargs or {}))
+        logp = run.log_prob(x, progress=progress, **(log_prob_kwargs or {}))
     nll = float(-logp.mean())
     rows: dict[str, Any] = {
         "step": run.step,
@@ -132,18 +134,18 @@ def _samples_png(run: LoadedRun, x: Tensor, x_labels: Tensor | None, seed: int) 
     return plots.plot_samples(samples, x, out, labels=labels, data_labels=x_labels)
 
 
-def _density_png(run: LoadedRun, x: Tensor) -> Path:
+def _density_png(run: LoadedRun, x: Tensor, progress: bool) -> Path:
     """``density.png``: the model density in data space on a 100 x 100 grid around ``x``."""
     from .. import plots  # matplotlib: imported when a plot is drawn
 
     def log_prob(pts: Tensor) -> Tensor:  # chunked, no graph across a solve
-        return run.log_prob(pts.to(torch.get_default_dtype()))
+        return run.log_prob(pts.to(torch.get_default_dtype()), progress=progress)
 
     lo, hi = x.min(0).values, x.max(0).values
     (x0, y0), (x1, y1) = (lo - 0.1 * (hi - lo)).tolist(), (hi + 0.1 * (hi - lo)).tolist()
-    return plots.plot_density(
-        log_prob, (x0, x1, y0, y1), run.run_dir / "density.png", resolution=100
-    )
+    path, side = run.run_dir / "density.png", 100
+    bounds = (x0, x1, y0, y1)  # one call of log_prob: one progress bar over the grid
+    return plots.plot_density(log_prob, bounds, path, resolution=side, batch_size=side * side)
 
 
 def _trajectories_png(run: LoadedRun, n: int, seed: int) -> Path:
@@ -171,10 +173,11 @@ def _curves_png(run: LoadedRun) -> Path | None:
     return plots.plot_training_curves(log, run.run_dir / "training_curves.png", keys=keys)
 
 
-def plot_run(run: LoadedRun, *, n: int = 2000, seed: int = 0) -> list[Path]:
+def plot_run(run: LoadedRun, *, n: int = 2000, seed: int = 0, progress: bool = False) -> list[Path]:
     """Write a run's PNGs into its folder and return their paths: ``samples.png`` (digits
     or 2-D data), ``density.png`` and ``trajectories.png`` (2-D data; trajectories for
-    families that have them), ``training_curves.png``. A classifier run gets its curves."""
+    families that have them), ``training_curves.png``. A classifier run gets its curves;
+    ``progress`` shows a bar over the density grid."""
     generative = hasattr(run.model, "sample")
     rows = run.rows(labels=bool(run.classes))
     x = rows.eval[:n]
@@ -184,7 +187,7 @@ def plot_run(run: LoadedRun, *, n: int = 2000, seed: int = 0) -> list[Path]:
     if generative and (two_d or run.config.data == DIGITS):
         written.append(_samples_png(run, x, x_labels, seed))
     if generative and two_d:
-        written.append(_density_png(run, x))
+        written.append(_density_png(run, x, progress))
         if hasattr(run.model, "trajectories"):
             written.append(_trajectories_png(run, min(len(x), 500), seed))
     curves = _curves_png(run)

@@ -26,7 +26,8 @@ __all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
 Evaluate = Callable[..., dict[str, float]]
 """``evaluate(model, eval_data)``, or ``evaluate(model, eval_data, eval_labels)`` when the
-trainer has held-out labels."""
+trainer has held-out labels; the keywords ``fast`` (a periodic evaluation) and ``progress``
+are passed when it takes them."""
 
 
 class NonFiniteLossError(RuntimeError):
