@@ -11,10 +11,10 @@ silently dropped (only fully blank CSV lines, which hold no data, are skipped).
 
 from __future__ import annotations
 
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError  # the error torch.load(weights_only=True) raises
 from typing import Literal, overload
 
 import numpy as np
@@ -46,7 +46,7 @@ def _read(path: Path) -> np.ndarray | Tensor:
         raise ValueError(f"{path}: not a file written by torch.save (a zip archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except UnpicklingError:
         raise ValueError(
             f"{path}: holds pickled Python objects, which probpath never loads; save a "
             "plain tensor (torch.save(tensor, path)) or a .npy array"
