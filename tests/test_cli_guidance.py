@@ -179,3 +179,11 @@ def test_digits_use_all_rows_and_a_label_file(tmp_path, capsys):
     argv = ["sample", str(run), "--label", "b", "--n", "3", "--out", str(tmp_path / "s.npy")]
     assert main(argv) == 0
     assert np.load(tmp_path / "s.npy").shape == (3, 2)
+
+
+def test_a_classifier_on_another_path_is_told_to_train_with_like(runs, capsys):
+    argv = ["sample", str(runs / "ddpm"), "--out", "/dev/null", "--label", "1"]
+    assert main([*argv, "--classifier", str(runs / "clf_vp")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"train it with probpath train --model noisy-classifier --like {runs / 'ddpm'}" in err

@@ -5,140 +5,59 @@ models; :func:`load_labelled` maps its values to 0..K-1 and keeps their names.
 
 Every problem is a ``ValueError`` naming the file and the offending rows or columns:
 NaN/inf values, a shape other than N x D, a dimension mismatch, an empty file, a
-non-numeric CSV cell. Nothing is silently dropped (only fully blank CSV lines, which
-hold no data, are skipped).
+non-numeric CSV cell, complex values, a ``.pt`` file holding pickled objects. Nothing is
+silently dropped (only fully blank CSV lines, which hold no data, are skipped).
 """
 
 from __future__ import annotations
 
-import csv
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError  # the error torch.load(weights_only=True) raises
 from typing import Literal, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from probpath.data._tables import encode_labels, label_index, read_csv, show_rows
 from probpath.data.digits import DIGITS, load_digits
 from probpath.data.toy import TOY_CLASSES, TOY_NAMES, make_generator, sample_toy
 
 __all__ = ["SUFFIXES", "LabelledData", "is_finite", "load_array", "load_dataset", "load_labelled"]
 
 SUFFIXES = (".npy", ".csv", ".pt")
-_SHOW = 10  # offending rows named in an error message
-
-
-def _rows(idx: np.ndarray | list[int]) -> str:
-    idx = list(idx)
-    more = f" (and {len(idx) - _SHOW} more)" if len(idx) > _SHOW else ""
-    return ", ".join(str(i) for i in idx[:_SHOW]) + more
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
-
-
-def _label_index(path: Path, column: int | str, header: list[str] | None, width: int) -> int:
-    """The 0-based index of the label column, given by header name or by index."""
-    if isinstance(column, str):
-        if header is None:
-            raise ValueError(
-                f"{path}: no header row, so the label column {column!r} cannot be found by"
-                " name; give its 0-based index"
-            )
-        if column not in header:
-            raise ValueError(f"{path}: no column named {column!r}; columns: {', '.join(header)}")
-        return header.index(column)
-    if not -width <= column < width:
-        raise ValueError(
-            f"{path}: label column {column} is out of range for {width} columns (0-based)"
-        )
-    return column % width
-
-
-def _read_csv(
-    path: Path, label_column: int | str | None = None
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """The numeric columns as float64 (N, D), and the label column's (line, cell) pairs."""
-    with path.open(newline="") as fh:
-        lines = [(i, row) for i, row in enumerate(csv.reader(fh), start=1) if any(row)]
-    header = None
-    if lines and not any(_is_number(c) for c in lines[0][1]):
-        header = [c.strip() for c in lines[0][1]]  # a header row of column names
-        lines = lines[1:]
-    width = len(lines[0][1]) if lines else len(header or ())
-    label = None if label_column is None else _label_index(path, label_column, header, width)
-    out = np.empty((len(lines), width - (label is not None)), dtype=np.float64)
-    cells: list[tuple[int, str]] = []
-    for r, (line, row) in enumerate(lines):
-        if len(row) != width:
-            raise ValueError(
-                f"{path}: line {line} has {len(row)} columns, line 1 of data has {width}"
-            )
-        if label is not None:
-            cells.append((line, row[label].strip()))
-        c_out = 0
-        for c, cell in enumerate(row):
-            if c == label:
-                continue
-            try:
-                out[r, c_out] = float(cell)
-            except ValueError:
-                raise ValueError(
-                    f"{path}: line {line}, column {c + 1}: {cell!r} is not a number"
-                ) from None
-            c_out += 1
-    bad = [lines[r][0] for r in np.flatnonzero(~np.isfinite(out).all(axis=1))]
-    if bad:
-        cols = [c + 1 for c in range(width) if c != label]
-        cols = [cols[c] for c in np.flatnonzero(~np.isfinite(out).all(axis=0))]
-        raise ValueError(
-            f"{path}: {len(bad)} rows hold NaN or inf: lines {_rows(bad)},"
-            f" columns {_rows(cols)} (1-based); clean or drop them explicitly"
-        )
-    return out, cells
 
 
 def _read(path: Path) -> np.ndarray | Tensor:
+    """The array of a ``.npy`` or ``.pt`` file: real numbers, never unpickled."""
     if path.suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:  # an object array (pickled) or a corrupt header
+            raise ValueError(f"{path}: not a numeric .npy array ({e})") from None
+        if np.iscomplexobj(arr):
+            raise ValueError(f"{path}: complex values ({arr.dtype}); give real columns")
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise ValueError(f"{path}: array dtype {arr.dtype} is not numeric")
         return arr
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a file written by torch.save (a zip archive)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except UnpicklingError:
+        raise ValueError(
+            f"{path}: holds pickled Python objects, which probpath never loads; save a "
+            "plain tensor (torch.save(tensor, path)) or a .npy array"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:  # a damaged archive
+        raise ValueError(f"{path}: cannot be read as a saved tensor ({e})") from None
     if not isinstance(obj, Tensor):
         raise ValueError(f"{path}: expected a saved torch.Tensor, found {type(obj).__name__}")
+    if obj.is_complex():
+        raise ValueError(f"{path}: complex values ({obj.dtype}); give real columns")
     return obj
-
-
-def _encode_labels(
-    path: Path, values: list[str] | np.ndarray, where: list[int], unit: str
-) -> tuple[Tensor, tuple[str, ...]]:
-    """Labels as 0..K-1 and the K class names: the sorted distinct integers (all values
-    integral numbers) or the sorted distinct strings; ``where[i]`` names value i."""
-    if isinstance(values, list) and all(_is_number(v) for v in values):
-        values = np.array([float(v) for v in values])
-    if isinstance(values, np.ndarray):
-        bad = [
-            where[i] for i in np.flatnonzero(~(np.isfinite(values) & (values == np.floor(values))))
-        ]
-        if bad:
-            raise ValueError(
-                f"{path}: {len(bad)} labels are not integers: {unit} {_rows(bad)};"
-                " numeric labels must be whole numbers"
-            )
-        classes, y = np.unique(values.astype(np.int64), return_inverse=True)
-    else:
-        empty = [where[i] for i, v in enumerate(values) if not v]
-        if empty:
-            raise ValueError(f"{path}: {len(empty)} labels are empty: {unit} {_rows(empty)}")
-        classes, y = np.unique(np.array(values), return_inverse=True)
-    return torch.as_tensor(y, dtype=torch.long), tuple(str(c) for c in classes)
 
 
 def _load(
@@ -155,7 +74,7 @@ def _load(
         raise ValueError(f"{path}: the file is empty")
     labels: list[str] | np.ndarray | None = None
     if path.suffix == ".csv":
-        out, cells = _read_csv(path, label_column)
+        out, cells = read_csv(path, label_column)
         x = torch.from_numpy(out)
         if label_column is not None:
             labels, where, unit = [c for _, c in cells], [line for line, _ in cells], "lines"
@@ -170,7 +89,7 @@ def _load(
                     f"{path}: columns have no names in a {path.suffix} file; give the label"
                     " column's 0-based index"
                 )
-            c = _label_index(path, label_column, None, x.shape[1])
+            c = label_index(path, label_column, None, x.shape[1])
             labels, where, unit = x[:, c].numpy(), list(range(len(x))), "rows"
             x = torch.cat([x[:, :c], x[:, c + 1 :]], dim=1)
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -179,12 +98,12 @@ def _load(
     if bad:  # CSV cells were checked by line already; this catches .npy/.pt files
         cols = (~torch.isfinite(x)).any(dim=0).nonzero().flatten().tolist()
         raise ValueError(
-            f"{path}: {len(bad)} rows hold NaN or inf: rows {_rows(bad)},"
-            f" columns {_rows(cols)} (0-based indices); clean or drop them explicitly"
+            f"{path}: {len(bad)} rows hold NaN or inf: rows {show_rows(bad)},"
+            f" columns {show_rows(cols)} (0-based indices); clean or drop them explicitly"
         )
     if labels is None:
         return x, torch.empty(0, dtype=torch.long), ()
-    y, classes = _encode_labels(path, labels, where, unit)
+    y, classes = encode_labels(path, labels, where, unit)
     return x, y, classes
 
 

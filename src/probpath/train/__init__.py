@@ -1,8 +1,11 @@
-"""Training for every model family: one loop, EMA weights, safe checkpoints, torchrun.
+"""Training for every model family: one loop, EMA weights, safe checkpoints, torchrun,
+and the workflow of a run folder.
 
 ``train(model, data, TrainConfig(...), run_dir)`` works for any module with
 ``loss(x, *, generator=None) -> (loss, logs)`` (the :class:`~probpath.models.base.GenerativeModel`
-contract); see ``docs/training.md``.
+contract); ``fit(RunConfig(...), run_dir)`` is the whole workflow of ``probpath train``
+(data → model space → train → evaluate → save) and ``load_run(run_dir)`` gives the
+trained model back, sampling in data space. See ``docs/training.md``.
 """
 
 from .checkpoint import (
@@ -13,30 +16,45 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import TrainConfig, lr_factor
+from .config import RunConfig, TrainConfig, lr_factor
 from .distributed import DistInfo, LossModule
 from .ema import EMA
-from .run import LoadedRun, RunConfig, load_run, split_data
-from .trainer import NonFiniteLossError, TrainResult, default_evaluate, train
+from .evaluate import count_nfe, default_evaluate
+from .report import evaluate_classifier, evaluate_run, plot_run
+from .rows import RunRows, load_rows, split_data, to_data_space, to_model_space
+from .run import LoadedRun, load_run
+from .trainer import NonFiniteLossError, TrainResult, train
+from .workflow import FitResult, config_like, fit
 
 __all__ = [
     "EMA",
     "Checkpoint",
     "CheckpointError",
     "DistInfo",
+    "FitResult",
     "LoadedRun",
     "LossModule",
     "NonFiniteLossError",
     "RunConfig",
+    "RunRows",
     "TrainConfig",
     "TrainResult",
+    "config_like",
+    "count_nfe",
     "default_evaluate",
+    "evaluate_classifier",
+    "evaluate_run",
+    "fit",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_rows",
     "load_run",
     "lr_factor",
+    "plot_run",
     "save_checkpoint",
     "split_data",
+    "to_data_space",
+    "to_model_space",
     "train",
 ]

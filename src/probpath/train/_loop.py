@@ -1,19 +1,24 @@
-"""Private pieces of the training loop: seeds, Ctrl-C handling, the JSONL log, checks."""
+"""Private pieces of the training loop: seeds, Ctrl-C handling, the JSONL log, checks and
+the held-out evaluations."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["JsonlLogger", "check_data", "check_label_rows", "deferred_sigint", "loss_seed"]
+from .config import TrainConfig
+
+__all__ = ["HeldOut", "JsonlLogger", "accepts", "check_inputs", "deferred_sigint", "loss_seed"]
 
 
 def loss_seed(seed: int, rank: int, step: int) -> int:
@@ -91,3 +96,76 @@ def check_data(data: Tensor, name: str) -> None:
             f"{name} has {int(bad.sum())} rows with NaN or inf (first: row "
             f"{int(bad.nonzero()[0])}); clean the data before training"
         )
+
+
+def check_inputs(
+    data: Tensor, labels: Tensor | None, eval_data: Tensor | None, eval_labels: Tensor | None
+) -> None:
+    """The trainer's rows and labels: finite floating rows, one integer label per row."""
+    check_data(data, "data")
+    if eval_data is not None:
+        check_data(eval_data, "eval_data")
+    if labels is not None:
+        check_label_rows(labels, data, "labels")
+    if eval_labels is not None:
+        if eval_data is None:
+            raise ValueError("eval_labels were given without eval_data")
+        check_label_rows(eval_labels, eval_data, "eval_labels")
+
+
+def accepts(fn: Any, name: str) -> bool:
+    """Whether ``fn`` takes the keyword ``name`` (or any keyword)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
+class HeldOut:
+    """The trainer's held-out evaluations of ``evaluate(model, eval_data[, eval_labels])``.
+
+    The final one takes every row with the model's exact setting. A periodic one takes a
+    fixed subsample (``config.eval_rows`` rows of a permutation seeded by ``config.seed``)
+    and, where ``evaluate`` takes ``fast`` (as ``default_evaluate`` does), the model's
+    cheaper setting; it is skipped when the time periodic evaluations took so far plus
+    the last one's would exceed ``config.eval_budget`` of the training time.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[..., dict[str, float]],
+        args: tuple[Tensor, ...],
+        config: TrainConfig,
+        progress: bool,
+    ) -> None:
+        self.evaluate, self.full, self.budget = evaluate, args, config.eval_budget
+        self.periodic = args
+        if args and config.eval_rows < len(args[0]):
+            gen = torch.Generator().manual_seed(config.seed)
+            rows = torch.randperm(len(args[0]), generator=gen)[: config.eval_rows]
+            self.periodic = tuple(a[rows.to(a.device)] for a in args)
+        self.options = {
+            "fast": accepts(evaluate, "fast"),
+            "progress": accepts(evaluate, "progress"),
+        }
+        self.progress = progress
+        self.spent, self.last = 0.0, 0.0
+
+    def due(self, train_seconds: float) -> bool:
+        """Whether a periodic evaluation fits the budget after ``train_seconds`` of training."""
+        return not self.budget or self.spent + self.last <= self.budget * train_seconds
+
+    def __call__(self, model: nn.Module, *, final: bool) -> tuple[dict[str, float], dict]:
+        """The scores of ``model`` and what to log with them: the rows, whether it was the
+        final evaluation, and its seconds."""
+        args = self.full if final else self.periodic
+        values = {"fast": not final, "progress": self.progress}
+        kwargs = {k: v for k, v in values.items() if self.options[k]}
+        t0 = time.perf_counter()
+        out = {k: float(v) for k, v in self.evaluate(model, *args, **kwargs).items()}
+        seconds = time.perf_counter() - t0
+        if not final:
+            self.last = seconds
+            self.spent += seconds
+        return out, {"rows": len(args[0]), "final": final, "seconds": seconds}

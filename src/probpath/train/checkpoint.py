@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+_PARTS = ("model", "ema", "optimizer")
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -247,19 +248,30 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"checkpoint manifest {mpath} is corrupt: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint manifest {mpath} has an unknown format")
-    files = manifest["files"]
-    tensors = {name: _read_tensors(p / f"{name}.safetensors", info) for name, info in files.items()}
+    files, step, meta = manifest.get("files"), manifest.get("step"), manifest.get("meta", {})
+    if not (
+        isinstance(files, dict)
+        and "model" in files
+        and set(files) <= set(_PARTS)  # file names come from this list, never from the manifest
+        and all(isinstance(v, dict) for v in files.values())
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and step >= 0
+        and isinstance(meta, dict)
+    ):
+        raise CheckpointError(f"checkpoint manifest {mpath} is malformed")
+    tensors = {name: _read_tensors(p / f"{name}.safetensors", files[name]) for name in files}
     optimizer = None
     if "optimizer" in tensors:
         try:
-            optimizer = unflatten_state(tensors["optimizer"], manifest["optimizer_structure"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"optimizer structure in {mpath} is corrupt: {e}") from e
+            optimizer = unflatten_state(tensors["optimizer"], manifest.get("optimizer_structure"))
+        except (KeyError, TypeError, ValueError, RecursionError) as e:
+            raise CheckpointError(f"optimizer structure in {mpath} is corrupt: {e!r}") from e
     return Checkpoint(
         path=p,
-        step=int(manifest["step"]),
+        step=step,
         model=tensors["model"],
         ema=tensors.get("ema"),
         optimizer=optimizer,
-        meta=manifest.get("meta", {}),
+        meta=meta,
     )

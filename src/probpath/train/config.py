@@ -1,18 +1,31 @@
-"""The training configuration and the learning-rate schedule."""
+"""The training configuration, the learning-rate schedule and a run's configuration."""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "lr_factor"]
+from probpath.data.image_set import TEST_FRACTION
+
+__all__ = ["HELD_OUT", "RunConfig", "TrainConfig", "lr_factor"]
 
 _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULES = ("constant", "cosine")
 # Fields that may change when a run is resumed without changing its mathematics.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"}
+    {
+        "steps",
+        "log_every",
+        "eval_every",
+        "eval_rows",
+        "eval_budget",
+        "checkpoint_every",
+        "keep_checkpoints",
+    }
 )
 
 
@@ -31,6 +44,10 @@ class TrainConfig:
         grad_clip: clip the global gradient 2-norm to this value; ``0`` disables clipping.
         ema_decay: decay of the weight EMA; ``0`` disables it.
         eval_every: evaluate on held-out data every so many steps (``0``: only at the end).
+        eval_rows: the periodic evaluation's fixed, seeded subsample of the held-out rows
+            (the final evaluation takes all of them).
+        eval_budget: the largest fraction of the training time periodic evaluations may
+            take: one that would exceed it is skipped (``0``: no limit).
         log_every: write a line to ``metrics.jsonl`` every so many steps.
         checkpoint_every: write a checkpoint every so many steps (and always at the end).
         keep_checkpoints: how many of the newest checkpoints to keep.
@@ -55,13 +72,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     eval_every: int = 0
+    eval_rows: int = 1000
+    eval_budget: float = 0.1
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+        positive = ("steps", "batch_size", "eval_rows", "log_every", "checkpoint_every")
+        for name in (*positive, "keep_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -77,6 +97,10 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.eval_budget) and self.eval_budget >= 0):
+            raise ValueError(
+                f"eval_budget must be a fraction >= 0 (0: no limit), got {self.eval_budget!r}"
+            )
         if not self.grad_clip >= 0:
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
         if not 0 <= self.ema_decay < 1:
@@ -119,3 +143,110 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     span = max(config.steps - config.warmup_steps, 1)
     progress = min(max(step - config.warmup_steps, 0) / span, 1.0)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+HELD_OUT = TEST_FRACTION
+"""Fraction of a finite data set held out for evaluation when no sizes are given (the same
+fraction as the fixed image split, :func:`probpath.data.split_images`)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``probpath train`` needs, saved as ``RUN/config.json``.
+
+    Attributes:
+        model: registry name of the family (``probpath.models.MODELS``).
+        model_config: keyword arguments of ``probpath.models.build(model, ...)``.
+        data: a toy-set name, ``digits`` or a data file path (``probpath.data.load_dataset``).
+        n_train, n_eval: rows drawn for training and for held-out evaluation; ``None``
+            takes the default (:meth:`sizes`).
+        label_column: the label column of a data file (index or CSV header name); never a
+            feature, and the labels of a conditional model or classifier.
+        standardize: fit a per-dimension standardisation on the training rows.
+        train: the :class:`TrainConfig`.
+
+    Example:
+        >>> c = RunConfig(model="cnf", data="8gaussians", train=TrainConfig(steps=5))
+        >>> RunConfig.from_dict(c.to_dict()) == c
+        True
+    """
+
+    model: str = "cnf"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    data: str = "8gaussians"
+    n_train: int | None = None
+    n_eval: int | None = None
+    standardize: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    label_column: int | str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_eval"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+    def sizes(self, n_rows: int | None) -> tuple[int, int]:
+        """``(n_train, n_eval)``, the unset ones filled in.
+
+        A toy set (``n_rows=None``) draws fresh samples: 20000 and 5000 by default. A
+        finite set of ``n_rows`` rows (a file, ``digits``) is used whole: an unset
+        ``n_eval`` is ``HELD_OUT`` (20%) of the rows, an unset ``n_train`` the rest.
+
+        >>> RunConfig().sizes(None), RunConfig().sizes(1797), RunConfig(n_eval=100).sizes(1797)
+        ((20000, 5000), (1438, 359), (1697, 100))
+        """
+        if n_rows is None:
+            return self.n_train or 20_000, self.n_eval or 5_000
+        n_eval = self.n_eval
+        if n_eval is None:
+            n_eval = n_rows - self.n_train if self.n_train else round(HELD_OUT * n_rows)
+        n_train = self.n_train or n_rows - n_eval
+        if n_train < 1 or n_eval < 1 or n_train + n_eval > n_rows:
+            raise ValueError(
+                f"{self.data} has {n_rows} rows: cannot take n_train={n_train} and "
+                f"n_eval={n_eval}; lower --n-train/--n-eval, or leave them unset to use all "
+                f"rows with {HELD_OUT:.0%} held out"
+            )
+        return n_train, n_eval
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the format of ``config.json`` and of ``--config`` files)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["train"] = self.train.to_dict()
+        d["model_config"] = dict(self.model_config)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build from a (possibly partial) dict; unknown keys are refused by name."""
+        if not isinstance(d, dict):
+            raise TypeError(f"a run config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        if "train" in d:
+            d["train"] = TrainConfig.from_dict(dict(d["train"] or {}))
+        if "model_config" in d:
+            d["model_config"] = dict(d["model_config"] or {})
+        return cls(**d)
+
+    def save(self, run_dir: str | os.PathLike[str]) -> Path:
+        """Write ``run_dir/config.json``."""
+        path = Path(run_dir) / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> RunConfig:
+        """Read ``run_dir/config.json``."""
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder: {path} is missing")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e

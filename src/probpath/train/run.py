@@ -1,150 +1,111 @@
 """A run folder: what was trained on what, and how to get the trained model back.
 
-Layout of ``RUN/``: ``config.json`` (a :class:`RunConfig`), ``metrics.jsonl`` (the
-training log), ``checkpoints/step_*/`` (see :mod:`.checkpoint`) and the PNGs of
-``probpath plot``. The data standardisation and, for a run on labelled data, the class
-names (label k is ``classes[k]``) are stored in every checkpoint.
+Layout of ``RUN/``: ``config.json`` (a :class:`~probpath.train.config.RunConfig`),
+``metrics.jsonl`` (the training log), ``checkpoints/step_*/`` (see :mod:`.checkpoint`)
+and the PNGs of ``probpath plot``. The data standardisation and, for a run on labelled
+data, the class names (label k is ``classes[k]``) are stored in every checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from ..data import Standardizer
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import RunConfig
+from .evaluate import count_nfe, map_chunks
+from .rows import RunRows, load_rows, to_data_space, to_model_space
 
-__all__ = ["HELD_OUT", "LoadedRun", "RunConfig", "load_run", "split_data"]
-
-HELD_OUT = 0.2
-"""Fraction of a finite data set held out for evaluation when no sizes are given."""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything ``probpath train`` needs, saved as ``RUN/config.json``.
-
-    Attributes:
-        model: registry name of the family (``probpath.models.MODELS``).
-        model_config: keyword arguments of ``probpath.models.build(model, ...)``.
-        data: a toy-set name, ``digits`` or a data file path (``probpath.data.load_dataset``).
-        n_train, n_eval: rows drawn for training and for held-out evaluation; ``None``
-            takes the default (:meth:`sizes`).
-        label_column: the label column of a data file (index or CSV header name); never a
-            feature, and the labels of a conditional model or classifier.
-        standardize: fit a per-dimension standardisation on the training rows.
-        train: the :class:`TrainConfig`.
-
-    Example:
-        >>> c = RunConfig(model="cnf", data="8gaussians", train=TrainConfig(steps=5))
-        >>> RunConfig.from_dict(c.to_dict()) == c
-        True
-    """
-
-    model: str = "cnf"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    data: str = "8gaussians"
-    n_train: int | None = None
-    n_eval: int | None = None
-    standardize: bool = True
-    train: TrainConfig = field(default_factory=TrainConfig)
-    label_column: int | str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("n_train", "n_eval"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-
-    def sizes(self, n_rows: int | None) -> tuple[int, int]:
-        """``(n_train, n_eval)``, the unset ones filled in.
-
-        A toy set (``n_rows=None``) draws fresh samples: 20000 and 5000 by default. A
-        finite set of ``n_rows`` rows (a file, ``digits``) is used whole: an unset
-        ``n_eval`` is ``HELD_OUT`` (20%) of the rows, an unset ``n_train`` the rest.
-
-        >>> RunConfig().sizes(None), RunConfig().sizes(1797), RunConfig(n_eval=100).sizes(1797)
-        ((20000, 5000), (1438, 359), (1697, 100))
-        """
-        if n_rows is None:
-            return self.n_train or 20_000, self.n_eval or 5_000
-        n_eval = self.n_eval
-        if n_eval is None:
-            n_eval = n_rows - self.n_train if self.n_train else round(HELD_OUT * n_rows)
-        n_train = self.n_train or n_rows - n_eval
-        if n_train < 1 or n_eval < 1 or n_train + n_eval > n_rows:
-            raise ValueError(
-                f"{self.data} has {n_rows} rows: cannot take n_train={n_train} and "
-                f"n_eval={n_eval}; lower --n-train/--n-eval, or leave them unset to use all "
-                f"rows with {HELD_OUT:.0%} held out"
-            )
-        return n_train, n_eval
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the format of ``config.json`` and of ``--config`` files)."""
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["train"] = self.train.to_dict()
-        d["model_config"] = dict(self.model_config)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        """Build from a (possibly partial) dict; unknown keys are refused by name."""
-        if not isinstance(d, dict):
-            raise TypeError(f"a run config must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
-        d = dict(d)
-        if "train" in d:
-            d["train"] = TrainConfig.from_dict(dict(d["train"] or {}))
-        if "model_config" in d:
-            d["model_config"] = dict(d["model_config"] or {})
-        return cls(**d)
-
-    def save(self, run_dir: str | os.PathLike[str]) -> Path:
-        """Write ``run_dir/config.json``."""
-        path = Path(run_dir) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike[str]) -> RunConfig:
-        """Read ``run_dir/config.json``."""
-        path = Path(run_dir) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run folder: {path} is missing")
-        try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-
-
-def split_data(data: Tensor, n_train: int) -> tuple[Tensor, Tensor]:
-    """First ``n_train`` rows for training, the rest held out."""
-    if not 0 < n_train < len(data):
-        raise ValueError(f"cannot hold out data: {len(data)} rows, {n_train} for training")
-    return data[:n_train], data[n_train:]
+__all__ = ["LoadedRun", "check_weights", "load_run"]
 
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained model, its run config, its data standardisation (a dict or ``None``),
-    the checkpoint step it came from and the class names of labelled data (or ``()``)."""
+    """A trained model, its run config, its data standardisation (``None`` for a run
+    trained on the raw data), the checkpoint step and folder it came from, the run folder
+    and the class names of labelled data (or ``()``).
+
+    Its methods work in data space: :meth:`sample` undoes the standardisation,
+    :meth:`to_model_space` applies it (with its log-determinant).
+    """
 
     model: nn.Module
     config: RunConfig
-    standardizer: dict[str, Any] | None
+    standardizer: Standardizer | None
     step: int
     path: Path
+    run_dir: Path
     classes: tuple[str, ...] = ()
+
+    def rows(self, *, labels: bool = False) -> RunRows:
+        """The run's training and held-out rows (data space), as it was trained on them."""
+        return load_rows(self.config, labels=labels)
+
+    def to_model_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(z, log|det dz/dx|)`` of data rows ``x`` (see :func:`.rows.to_model_space`)."""
+        return to_model_space(self.standardizer, x)
+
+    def log_prob(
+        self, x: Tensor, *, chunk: int = 2048, progress: bool = False, **kwargs: Any
+    ) -> Tensor:
+        """log p(x) in nats of the data space, shape (n,): ``model.log_prob(z, **kwargs)``
+        plus log|det dz/dx|, in chunks of ``chunk`` rows under ``torch.no_grad()``, so its
+        memory is bounded by the chunk, whatever the number of solver steps
+        (:func:`.evaluate.map_chunks`)."""
+        model: Any = self.model
+        z, log_det = self.to_model_space(x)
+        lp = map_chunks(lambda b: model.log_prob(b, **kwargs), z, chunk=chunk, progress=progress)
+        return lp + log_det
+
+    def sample(
+        self, n: int, *, seed: int = 0, model: Any = None, **sampling: Any
+    ) -> tuple[Tensor, int]:
+        """``n`` samples in data space and the NFE used, from ``model`` (default: the run's;
+        e.g. a guided view of it); ``sampling`` (``sampler``, ``steps``, solver options)
+        goes to ``model.sample_with_nfe`` where the family samples by name."""
+        gen = torch.Generator().manual_seed(seed)
+        model = self.model if model is None else model
+        with count_nfe(model) as c, torch.no_grad():
+            if hasattr(model, "sample_with_nfe"):
+                z, nfe = model.sample_with_nfe(n, generator=gen, **sampling)
+            else:
+                z, nfe = model.sample(n, generator=gen), None
+        return to_data_space(self.standardizer, z).detach(), c["nfe"] if nfe is None else nfe
+
+
+def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: Path) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model that ``config.json`` builds.
+
+    The error names the model config keys that differ from those the checkpoint was
+    trained with (stored with it as ``extra["model_config"]``; for older runs, the
+    mismatched parameters), instead of a size-mismatch traceback.
+    """
+    expected = model.state_dict()
+    names = expected.keys() | ck.model.keys()
+    bad = sorted(
+        k
+        for k in names
+        if k not in expected or k not in ck.model or expected[k].shape != ck.model[k].shape
+    )
+    if not bad:
+        return
+    trained = ck.meta.get("extra", {}).get("model_config")
+    if isinstance(trained, dict):
+        now = config.model_config
+        keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
+        what = ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
+    else:
+        what = f"the parameters {', '.join(bad[:5])} differ in shape or presence"
+    raise ValueError(
+        f"{run_dir / 'config.json'} no longer matches the checkpoint {ck.path}: {what}; "
+        "restore the model config the run was trained with"
+    )
 
 
 def load_run(
@@ -165,15 +126,17 @@ def load_run(
         cfg = replace(cfg, model_config={**cfg.model_config, **overrides})
     model = build(cfg.model, **cfg.model_config)
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
-    weights = ck.ema if ema and ck.ema is not None else ck.model
-    model.load_state_dict(weights)
+    check_weights(model, ck, cfg, Path(run_dir))
+    model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})
+    std = extra.get("standardizer")
     return LoadedRun(
         model=model,
         config=cfg,
-        standardizer=extra.get("standardizer"),
+        standardizer=None if std is None else Standardizer.from_dict(std),
         step=ck.step,
         path=ck.path,
+        run_dir=Path(run_dir),
         classes=tuple(extra.get("classes") or ()),
     )

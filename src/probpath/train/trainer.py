@@ -15,17 +15,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ._loop import JsonlLogger, check_data, check_label_rows, deferred_sigint, loss_seed
+from ._loop import HeldOut, JsonlLogger, check_inputs, deferred_sigint, loss_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import RESUMABLE_CHANGES, TrainConfig, lr_factor
 from .distributed import DistInfo, LossModule, batch_indices, setup, teardown
 from .ema import EMA
+from .evaluate import default_evaluate
 
-__all__ = ["NonFiniteLossError", "TrainResult", "default_evaluate", "train"]
+__all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
 Evaluate = Callable[..., dict[str, float]]
 """``evaluate(model, eval_data)``, or ``evaluate(model, eval_data, eval_labels)`` when the
-trainer has held-out labels."""
+trainer has held-out labels; the keywords ``fast`` (a periodic evaluation) and ``progress``
+are passed when it takes them."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,40 +43,6 @@ class TrainResult:
     losses: list[float]
     eval: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
-
-
-def default_evaluate(
-    model: nn.Module, data: Tensor, labels: Tensor | None = None, chunk: int = 2048
-) -> dict[str, float]:
-    """Held-out negative log-likelihood in nats, ``-mean(model.log_prob(x))``.
-
-    Runs under ``torch.no_grad()``: an ODE likelihood keeps no graph across its solve (whose
-    step count an untrained diffusion model can push into the thousands). A conditional
-    model's ``log_prob`` is its unconditional (null-label) likelihood, so ``labels`` are not
-    used. A model without ``log_prob`` (a classifier) is scored by its held-out training
-    loss with ``labels`` and a fixed noise seed (``loss``), and by ``model.accuracy(x, y)``
-    where it has one (``accuracy``).
-    """
-    p = next(model.parameters())
-    m: Any = model
-    sums: dict[str, float] = {}
-
-    def add(key: str, value: float) -> None:
-        sums[key] = sums.get(key, 0.0) + value
-
-    gen = torch.Generator(device=p.device).manual_seed(0)
-    ys = [None] * len(data.split(chunk)) if labels is None else labels.split(chunk)
-    with torch.no_grad():
-        for xb, yb in zip(data.split(chunk), ys, strict=True):
-            xb = xb.to(device=p.device, dtype=p.dtype)
-            if hasattr(m, "log_prob"):
-                add("nll", -float(m.log_prob(xb).sum()))
-                continue
-            kw = {} if yb is None else {"y": yb.to(p.device)}
-            add("loss", float(m.loss(xb, generator=gen, **kw)[0]) * len(xb))
-            if yb is not None and hasattr(m, "accuracy"):
-                add("accuracy", m.accuracy(xb, kw["y"]) * len(xb))
-    return {k: v / len(data) for k, v in sums.items()}
 
 
 def train(
@@ -96,9 +64,12 @@ def train(
     Each step draws a mini-batch (a seeded shuffle per epoch), calls
     ``model.loss(x, generator=g)``, clips the gradient norm, takes an Adam/AdamW step at
     the scheduled learning rate (:func:`~probpath.train.config.lr_factor`) and updates the
-    EMA weights. Every ``log_every`` steps a record goes to ``run_dir/metrics.jsonl``;
-    every ``eval_every`` steps (and at the end) ``evaluate(model, eval_data)`` runs on the
-    EMA weights (default: held-out NLL); every ``checkpoint_every`` steps (and at the
+    EMA weights. Every ``log_every`` steps a record goes to ``run_dir/metrics.jsonl``.
+    ``evaluate(model, eval_data)`` (default: :func:`~.evaluate.default_evaluate`, the
+    held-out NLL) runs on the EMA weights at the end on all rows, and every ``eval_every``
+    steps on a fixed subsample of ``eval_rows`` rows, with ``fast=True`` where it takes
+    that keyword and skipped when periodic evaluations would take more than
+    ``eval_budget`` of the training time. Every ``checkpoint_every`` steps (and at the
     end) a checkpoint goes to ``run_dir/checkpoints`` (see :mod:`.checkpoint`), holding
     also ``extra_state`` (JSON, e.g. the data standardisation and class names).
 
@@ -131,36 +102,17 @@ def train(
         >>> out.step, out.losses[-1] < 1.5 < out.losses[0]
         (300, True)
     """
-    check_data(data, "data")
-    if eval_data is not None:
-        check_data(eval_data, "eval_data")
-    if labels is not None:
-        check_label_rows(labels, data, "labels")
-    if eval_labels is not None:
-        if eval_data is None:
-            raise ValueError("eval_labels were given without eval_data")
-        check_label_rows(eval_labels, eval_data, "eval_labels")
+    check_inputs(data, labels, eval_data, eval_labels)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    run_dir = Path(run_dir)
     info = setup(params[0].device)
+    eval_args: tuple[Tensor, ...] = () if eval_data is None else (eval_data,)
+    eval_args += () if eval_labels is None else (eval_labels,)
+    held_out = HeldOut(evaluate or default_evaluate, eval_args, config, progress and info.is_main)
     try:
-        result = _train(
-            model,
-            params,
-            data,
-            config,
-            run_dir,
-            info,
-            eval_data,
-            evaluate,
-            resume,
-            extra_state,
-            progress,
-            labels,
-            eval_labels,
-        )
+        loop = _Loop(model, params, config, Path(run_dir), info, resume, extra_state, held_out)
+        result = loop.run(data, labels, progress=progress)
         if info.distributed:  # rank 0 may still write its checkpoint: leave together
             dist.barrier()
         return result
@@ -168,183 +120,229 @@ def train(
         teardown(info)
 
 
-def _train(
-    model: nn.Module,
-    params: list[nn.Parameter],
-    data: Tensor,
-    config: TrainConfig,
-    run_dir: Path,
-    info: DistInfo,
-    eval_data: Tensor | None,
-    evaluate: Evaluate | None,
-    resume: bool,
-    extra_state: dict[str, Any] | None,
-    progress: bool,
-    labels: Tensor | None,
-    eval_labels: Tensor | None,
-) -> TrainResult:
-    device = info.device or params[0].device
-    model.to(device)
-    dtype = params[0].dtype
-    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    # fused=True: one kernel for the whole update (6-10% of a flow-matching step here).
-    optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
-    ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    ckpt_dir = run_dir / "checkpoints"
-    start = 0
-    last_ckpt: Path | None = None
-    extra = dict(extra_state or {})
-    if resume:
-        path = latest_checkpoint(ckpt_dir)
+class _Loop:
+    """One call of :func:`train`, read top-down: the set-up (``__init__``: fresh, or
+    resumed by :meth:`_restore`), then :meth:`run`, which repeats :meth:`step`,
+    :meth:`record`, :meth:`evaluate` and :meth:`checkpoint` and ends with :meth:`finish`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: list[nn.Parameter],
+        config: TrainConfig,
+        run_dir: Path,
+        info: DistInfo,
+        resume: bool,
+        extra_state: dict[str, Any] | None,
+        held_out: HeldOut,
+    ) -> None:
+        self.model, self.params, self.config, self.run_dir, self.info = (
+            model, params, config, run_dir, info,
+        )  # fmt: skip
+        self.device = info.device or params[0].device
+        self.dtype = params[0].dtype
+        self.ckpt_dir = run_dir / "checkpoints"
+        model.to(self.device)
+        opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        # fused=True: one kernel for the whole update (6-10% of a flow-matching step here).
+        self.optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
+        self.extra = dict(extra_state or {})
+        self.start = 0
+        self.last_ckpt: Path | None = None
+        if resume:
+            self._restore()
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            torch.manual_seed(config.seed + info.rank)
+        if info.distributed and info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = JsonlLogger(run_dir, info.is_main, self.start if resume else None)
+        adapter = LossModule(model)
+        self.loss_fn: nn.Module = adapter
+        if info.distributed:
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.loss_fn = nn.parallel.DistributedDataParallel(adapter, device_ids=ids)
+        self.gen = torch.Generator(device=self.device)
+        self.held_out = held_out
+        self.clip = config.grad_clip if config.grad_clip > 0 else math.inf
+        self.step_done = self.start
+        self.losses: list[float] = []
+        self.window: dict[str, list[float]] = {}
+        self.last_eval: dict[str, float] = {}
+
+    def _restore(self) -> None:
+        path = latest_checkpoint(self.ckpt_dir)
         if path is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint in {ckpt_dir}")
+            raise FileNotFoundError(f"cannot resume: no checkpoint in {self.ckpt_dir}")
         ck = load_checkpoint(path)
         saved = ck.meta.get("train_config", {})
-        diff = {k for k, v in config.to_dict().items() if saved.get(k) != v} - RESUMABLE_CHANGES
+        diff = {k for k, v in self.config.to_dict().items() if saved.get(k) != v}
+        diff -= RESUMABLE_CHANGES
         if diff:
             raise ValueError(
-                f"cannot resume {run_dir} with a different {sorted(diff)}: "
+                f"cannot resume {self.run_dir} with a different {sorted(diff)}: "
                 f"saved {[saved.get(k) for k in sorted(diff)]}"
             )
-        model.load_state_dict(ck.model)
+        self.model.load_state_dict(ck.model)
         if ck.optimizer is not None:
-            optimizer.load_state_dict(ck.optimizer)
-        if ema is not None and ck.ema is not None:
-            ema.load_state_dict(ck.ema, ck.meta.get("ema_num_updates", 0))
-        if info.is_main:
+            self.optimizer.load_state_dict(ck.optimizer)
+        if self.ema is not None and ck.ema is not None:
+            self.ema.load_state_dict(ck.ema, ck.meta.get("ema_num_updates", 0))
+        if self.info.is_main:
             torch.set_rng_state(torch.tensor(ck.meta["rng"]["torch_cpu"], dtype=torch.uint8))
         else:
-            torch.manual_seed(loss_seed(config.seed, info.rank, ck.step) + 1)
-        extra = {**ck.meta.get("extra", {}), **extra}
-        start, last_ckpt = ck.step, path
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(config.seed + info.rank)
-    if info.distributed and info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    logger = JsonlLogger(run_dir, info.is_main, start if resume else None)
+            torch.manual_seed(loss_seed(self.config.seed, self.info.rank, ck.step) + 1)
+        self.extra = {**ck.meta.get("extra", {}), **self.extra}
+        self.start, self.last_ckpt = ck.step, path
 
-    adapter = LossModule(model)
-    loss_fn: nn.Module = adapter
-    if info.distributed:
-        ids = [device] if device.type == "cuda" else None
-        loss_fn = nn.parallel.DistributedDataParallel(adapter, device_ids=ids)
-    batches = batch_indices(len(data), config.batch_size, info, seed=config.seed, start_step=start)
-    gen = torch.Generator(device=device)
-    evaluate_fn = evaluate or default_evaluate
-    clip = config.grad_clip if config.grad_clip > 0 else math.inf
+    def run(self, data: Tensor, labels: Tensor | None, *, progress: bool) -> TrainResult:
+        """Step until ``config.steps``, logging, evaluating and checkpointing on schedule;
+        then the final evaluation and checkpoint. Ctrl-C checkpoints the last whole step."""
+        config, info = self.config, self.info
+        batches = batch_indices(
+            len(data), config.batch_size, info, seed=config.seed, start_step=self.start
+        )
+        bar = tqdm(
+            total=config.steps,
+            initial=self.start,
+            disable=not (progress and info.is_main),
+            dynamic_ncols=True,
+            desc="train",
+        )
+        self.t0, self.train_seconds = time.perf_counter(), 0.0
+        rng = torch.get_rng_state()
+        try:
+            with deferred_sigint() as interrupted:
+                while self.step_done < config.steps:
+                    if interrupted["set"]:
+                        raise KeyboardInterrupt
+                    idx = next(batches)
+                    y = None if labels is None else labels[idx]
+                    loss, norm, logs = self.step(self.step_done + 1, data[idx], y)
+                    rng = torch.get_rng_state()  # the state a resumed run must start from
+                    self.record(loss, norm, logs, bar)
+                    k = self.step_done
+                    if self._periodic_eval_due(k):
+                        self.evaluate(k, final=False)
+                    if k % config.checkpoint_every == 0:
+                        self.checkpoint(k, torch.get_rng_state())
+                self.finish()
+        except KeyboardInterrupt:
+            bar.close()
+            done = self.step_done
+            path = self.checkpoint(done, rng) if done > self.start else self.last_ckpt
+            if info.is_main:
+                print(f"probpath: interrupted after step {done}; checkpoint: {path}")
+            raise
+        finally:
+            bar.close()
+        return TrainResult(self.step_done, self.losses, self.last_eval, self.last_ckpt)
 
-    def checkpoint(step: int, rng: Tensor) -> Path | None:
-        if not info.is_main:
+    def step(self, k: int, x: Tensor, y: Tensor | None) -> tuple[float, float, dict[str, Any]]:
+        """Optimiser step ``k`` on the batch ``(x, y)``: the loss and the gradient norm
+        (means over processes) and the loss's logs; a non-finite one stops training."""
+        config, info, t0 = self.config, self.info, time.perf_counter()
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(k, config)
+        x = x.to(device=self.device, dtype=self.dtype)
+        y = None if y is None else y.to(self.device)
+        self.gen.manual_seed(loss_seed(config.seed, info.rank, k))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, logs = self.loss_fn(x, self.gen, y)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        if info.distributed:
+            dist.all_reduce(stats)
+            stats = stats / info.world_size
+        loss_value, norm_value = stats.tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            where = f"; the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else ""
+            raise NonFiniteLossError(
+                f"loss {loss_value} / gradient norm {norm_value} at step {k} is not "
+                f"finite{where}; lower the learning rate, clip gradients harder or "
+                "tighten the solver tolerances"
+            )
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step_done = k
+        self.train_seconds += time.perf_counter() - t0
+        return loss_value, norm_value, logs
+
+    def record(self, loss: float, norm: float, logs: dict[str, Any], bar: Any) -> None:
+        """The step's loss, the progress bar and, every ``log_every`` steps, the means of
+        the window of steps since the last record to ``metrics.jsonl``."""
+        k, config = self.step_done, self.config
+        self.losses.append(loss)
+        for key, v in {"loss": loss, "grad_norm": norm, **logs}.items():
+            self.window.setdefault(key, []).append(float(v))
+        post = {"loss": f"{loss:.4f}"}
+        if "nfe" in logs:
+            post["nfe"] = f"{float(logs['nfe']):.0f}"
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)
+        if k % config.log_every == 0 or k == config.steps:
+            elapsed = time.perf_counter() - self.t0
+            means = {key: sum(v) / len(v) for key, v in self.window.items()}
+            self.logger.write(
+                {
+                    "step": k,
+                    "split": "train",
+                    **means,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "it_s": (k - self.start) / max(elapsed, 1e-9),
+                    "time": elapsed,
+                }
+            )
+            self.window = {}
+
+    def _periodic_eval_due(self, k: int) -> bool:
+        """Every ``eval_every`` steps before the last, within the time budget."""
+        every, steps = self.config.eval_every, self.config.steps
+        return (
+            bool(every) and k % every == 0 and k < steps and self.held_out.due(self.train_seconds)
+        )
+
+    def evaluate(self, k: int, *, final: bool) -> None:
+        """The held-out evaluation on the EMA weights (rank 0): the final one exact on all
+        rows, a periodic one on the fixed subsample (see :class:`._loop.HeldOut`)."""
+        if not self.held_out.full or not self.info.is_main:
+            return
+        with self.ema.swapped(self.model) if self.ema else nullcontext():
+            out, about = self.held_out(self.model, final=final)
+        record = {f"eval_{key}": v for key, v in out.items()}
+        self.logger.write({"step": k, "split": "eval", **about, **record})
+        self.last_eval = out
+
+    def checkpoint(self, k: int, rng: Tensor) -> Path | None:
+        """A checkpoint of step ``k`` with the RNG state ``rng`` (rank 0)."""
+        if not self.info.is_main:
             return None
+        config, ema = self.config, self.ema
         meta = {
             "train_config": config.to_dict(),
             "rng": {"torch_cpu": rng.tolist(), "loss_generator": "seeded per step"},
-            "data_order": {"seed": config.seed, "world_size": info.world_size},
+            "data_order": {"seed": config.seed, "world_size": self.info.world_size},
             "ema_num_updates": ema.num_updates if ema else 0,
-            "extra": extra,
+            "extra": self.extra,
         }
-        return save_checkpoint(
-            ckpt_dir,
-            step,
-            model=model.state_dict(),
+        self.last_ckpt = save_checkpoint(
+            self.ckpt_dir,
+            k,
+            model=self.model.state_dict(),
             ema=ema.state_dict() if ema else None,
-            optimizer=optimizer.state_dict(),
+            optimizer=self.optimizer.state_dict(),
             meta=meta,
             keep=config.keep_checkpoints,
         )
+        return self.last_ckpt
 
-    def run_eval(step: int) -> dict[str, float]:
-        if eval_data is None or not info.is_main:
-            return {}
-        with ema.swapped(model) if ema else nullcontext():
-            args = (eval_data,) if eval_labels is None else (eval_data, eval_labels)
-            out = {k: float(v) for k, v in evaluate_fn(model, *args).items()}
-        logger.write({"step": step, "split": "eval", **{f"eval_{k}": v for k, v in out.items()}})
-        return out
-
-    losses: list[float] = []
-    window: dict[str, list[float]] = {}
-    last_eval: dict[str, float] = {}
-    step = start
-    bar = tqdm(
-        total=config.steps,
-        initial=start,
-        disable=not (progress and info.is_main),
-        dynamic_ncols=True,
-        desc="train",
-    )
-    t0 = time.perf_counter()
-    rng = torch.get_rng_state()
-    try:
-        with deferred_sigint() as interrupted:
-            while step < config.steps:
-                if interrupted["set"]:
-                    raise KeyboardInterrupt
-                k = step + 1
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * lr_factor(k, config)
-                idx = next(batches)
-                x = data[idx].to(device=device, dtype=dtype)
-                y = None if labels is None else labels[idx].to(device)
-                gen.manual_seed(loss_seed(config.seed, info.rank, k))
-                optimizer.zero_grad(set_to_none=True)
-                loss, logs = loss_fn(x, gen, y)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
-                if info.distributed:
-                    dist.all_reduce(stats)
-                    stats = stats / info.world_size
-                loss_value, norm_value = stats.tolist()
-                if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-                    where = f"; the last good checkpoint is {last_ckpt}" if last_ckpt else ""
-                    raise NonFiniteLossError(
-                        f"loss {loss_value} / gradient norm {norm_value} at step {k} is not "
-                        f"finite{where}; lower the learning rate, clip gradients harder or "
-                        "tighten the solver tolerances"
-                    )
-                optimizer.step()
-                if ema is not None:
-                    ema.update(model)
-                step = k
-                rng = torch.get_rng_state()  # the state a resumed run must start from
-                losses.append(loss_value)
-                for key, v in {"loss": loss_value, "grad_norm": norm_value, **logs}.items():
-                    window.setdefault(key, []).append(float(v))
-                post = {"loss": f"{loss_value:.4f}"}
-                if "nfe" in logs:
-                    post["nfe"] = f"{float(logs['nfe']):.0f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
-                if step % config.log_every == 0 or step == config.steps:
-                    elapsed = time.perf_counter() - t0
-                    rec = {k2: sum(v) / len(v) for k2, v in window.items()}
-                    logger.write(
-                        {
-                            "step": step,
-                            "split": "train",
-                            **rec,
-                            "lr": optimizer.param_groups[0]["lr"],
-                            "it_s": (step - start) / max(elapsed, 1e-9),
-                            "time": elapsed,
-                        }
-                    )
-                    window = {}
-                if config.eval_every and step % config.eval_every == 0:
-                    last_eval = run_eval(step)
-                if step % config.checkpoint_every == 0:
-                    last_ckpt = checkpoint(step, torch.get_rng_state())
-            if step > start and (not config.eval_every or step % config.eval_every):
-                last_eval = run_eval(step)
-            if last_ckpt is None or (step > start and step % config.checkpoint_every):
-                last_ckpt = checkpoint(step, torch.get_rng_state())
-    except KeyboardInterrupt:
-        bar.close()
-        path = checkpoint(step, rng) if step > start else last_ckpt
-        if info.is_main:
-            print(f"probpath: interrupted after step {step}; checkpoint: {path}")
-        raise
-    finally:
-        bar.close()
-    return TrainResult(step=step, losses=losses, eval=last_eval, checkpoint=last_ckpt)
+    def finish(self) -> None:
+        """The final evaluation, and the final checkpoint unless the last step wrote it."""
+        k, config = self.step_done, self.config
+        if k > self.start:
+            self.evaluate(k, final=True)
+        if self.last_ckpt is None or (k > self.start and k % config.checkpoint_every):
+            self.checkpoint(k, torch.get_rng_state())

@@ -1,0 +1,320 @@
+"""``probpath train``: flags and config file → :class:`RunConfig` → :func:`probpath.train.fit`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..train import FitResult, RunConfig, config_like, fit
+from ._common import add_solver_flags, print_table
+
+__all__ = ["MODEL_FLAGS", "RUN_FLAGS", "TRAIN_FLAGS", "add_parser", "merge_config", "run"]
+
+# Named flags and the model-config key each one sets (families share these names).
+MODEL_FLAGS = {
+    "trace": "trace",
+    "solver": "method",
+    "rtol": "rtol",
+    "atol": "atol",
+    "adjoint": "adjoint",
+    "hidden": "hidden",
+    "sde": "sde",
+    "path": "path",
+    "ot_coupling": "ot_coupling",
+    "p_uncond": "p_uncond",
+}
+TRAIN_FLAGS = {
+    "steps": "steps",
+    "batch": "batch_size",
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "weight_decay": "weight_decay",
+    "warmup": "warmup_steps",
+    "schedule": "schedule",
+    "grad_clip": "grad_clip",
+    "ema": "ema_decay",
+    "eval_every": "eval_every",
+    "eval_rows": "eval_rows",
+    "eval_budget": "eval_budget",
+    "log_every": "log_every",
+    "checkpoint_every": "checkpoint_every",
+    "seed": "seed",
+}
+RUN_FLAGS = {
+    "model": "model",
+    "data": "data",
+    "n_train": "n_train",
+    "n_eval": "n_eval",
+    "standardize": "standardize",
+    "label_column": "label_column",
+}
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values: JSON (numbers, booleans, lists), else a plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), _parse_value(value)
+
+
+def _column(text: str) -> int | str:
+    """``--label-column``: a 0-based index (an integer) or a CSV header name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 64,64,64, got {text!r}") from None
+
+
+def _add_run_flags(t: argparse.ArgumentParser) -> None:
+    from ..models import MODELS
+
+    t.add_argument("--model", choices=sorted(MODELS), help="model family (default cnf)")
+    t.add_argument(
+        "--data",
+        help="toy set name (e.g. 8gaussians), digits (sklearn's 8x8 images) or data file "
+        "(default 8gaussians)",
+    )
+    t.add_argument("--out", required=True, type=Path, help="run folder")
+    t.add_argument("--config", type=Path, help="YAML/JSON file with the same keys as config.json")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--n-train",
+        type=int,
+        help="training rows (default: 20000 of a toy set; the rest of a file or digits)",
+    )
+    t.add_argument(
+        "--n-eval",
+        type=int,
+        help="held-out rows (default: 5000 of a toy set; 20%% of a file or digits)",
+    )
+    t.add_argument(
+        "--standardize",
+        action=argparse.BooleanOptionalAction,
+        help="standardise each dimension (default on)",
+    )
+
+
+def _add_optimisation_flags(t: argparse.ArgumentParser) -> None:
+    o = t.add_argument_group("optimisation (TrainConfig)")
+    o.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
+    o.add_argument("--batch", type=int, help="global batch size (default 256)")
+    o.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    o.add_argument("--optimizer", choices=["adam", "adamw"])
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--warmup", type=int, help="linear warm-up steps")
+    o.add_argument("--schedule", choices=["constant", "cosine"])
+    o.add_argument("--grad-clip", type=float, help="gradient-norm clip (0: off)")
+    o.add_argument("--ema", type=float, help="EMA decay of the weights (0: off)")
+    o.add_argument("--eval-every", type=int, help="steps between held-out evaluations")
+    o.add_argument(
+        "--eval-rows", type=int, help="held-out rows of a periodic evaluation (default 1000)"
+    )
+    o.add_argument(
+        "--eval-budget",
+        type=float,
+        help="largest fraction of the training time periodic evaluations take (default 0.1; "
+        "0: no limit)",
+    )
+    o.add_argument("--log-every", type=int, help="steps between metrics.jsonl records")
+    o.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    o.add_argument("--seed", type=int, help="seed of data, initialisation and noise")
+
+
+def _add_model_flags(t: argparse.ArgumentParser) -> None:
+    m = t.add_argument_group("model (family config keys)")
+    m.add_argument("--trace", choices=["exact", "hutchinson"], help="divergence estimator")
+    m.add_argument(
+        "--adjoint", action=argparse.BooleanOptionalAction, help="gradients by the adjoint method"
+    )
+    m.add_argument("--hidden", type=_int_list, help="hidden widths, e.g. 64,64,64")
+    m.add_argument(
+        "--sde", choices=["vp", "ve", "subvp"], help="the SDE of --model sde (config key sde)"
+    )
+    m.add_argument("--path", choices=["ot", "vp", "ve"], help="probability path of --model fm")
+    m.add_argument(
+        "--ot-coupling",
+        action=argparse.BooleanOptionalAction,
+        help="minibatch optimal-transport pairs (--model fm)",
+    )
+    m.add_argument(
+        "--set",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other model config key (value parsed as JSON)",
+    )
+
+
+def _add_label_flags(t: argparse.ArgumentParser) -> None:
+    c = t.add_argument_group("labels (conditional models and classifiers)")
+    c.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train a conditional diffusion-family model on labelled data (n_classes from "
+        "the data; enables classifier-free guidance)",
+    )
+    c.add_argument("--p-uncond", type=float, help="probability of dropping the label (default 0.1)")
+    c.add_argument(
+        "--label-column",
+        type=_column,
+        help="the label column of a data file: 0-based index or CSV header name",
+    )
+    c.add_argument(
+        "--like",
+        type=Path,
+        metavar="RUN",
+        help="--model noisy-classifier: the diffusion run it will guide; copies its path, "
+        "data, label column, sizes, seed and standardisation",
+    )
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``train`` sub-parser."""
+    t = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a model; writes a run folder",
+        description="Train a model on a toy set or a data file. Flags override "
+        "--config; the final config is saved as OUT/config.json.",
+    )
+    _add_run_flags(t)
+    _add_optimisation_flags(t)
+    _add_model_flags(t)
+    _add_label_flags(t)
+    add_solver_flags(t)
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=run)
+
+
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    pattern = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", pattern, list("-+0123456789."))
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as e:
+        raise ValueError(str(e).replace("\n", " ")) from None
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    """The mapping of a ``--config`` file (``{}`` without one)."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        base = (json.loads(text) if path.suffix == ".json" else _load_yaml(text)) or {}
+    except ValueError as e:  # json.JSONDecodeError and yaml.YAMLError (see _load_yaml)
+        raise ValueError(f"cannot read config file {path}: {e}") from None
+    if not isinstance(base, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys")
+    return base
+
+
+def merge_config(args: argparse.Namespace) -> RunConfig:
+    """``RunConfig`` from defaults (the family's ``train_defaults`` over ``TrainConfig``'s),
+    then ``--config FILE``, then the run ``--like RUN`` (its data and path, see
+    :func:`probpath.train.config_like`), then the flags given."""
+    from ..models import MODELS
+
+    base = _config_file(getattr(args, "config", None))
+    run = {k: getattr(args, f) for f, k in RUN_FLAGS.items() if getattr(args, f) is not None}
+    # A family may carry training defaults (``train_defaults``) that the file and flags override.
+    family = MODELS.get(run.get("model", base.get("model", RunConfig.model)))
+    base = {**base, "train": {**getattr(family, "train_defaults", {}), **(base.get("train") or {})}}
+    cfg = RunConfig.from_dict(base)
+    train = {k: getattr(args, f) for f, k in TRAIN_FLAGS.items() if getattr(args, f) is not None}
+    model = {k: getattr(args, f) for f, k in MODEL_FLAGS.items() if getattr(args, f) is not None}
+    model.update(dict(args.set))
+    cfg = replace(
+        cfg,
+        **run,
+        train=replace(cfg.train, **train),
+        model_config={**cfg.model_config, **model},
+    )
+    if getattr(args, "like", None) is not None:
+        cfg = config_like(cfg, args.like, keep={*run, *(["seed"] if "seed" in train else [])})
+    return cfg
+
+
+def _resumed_config(args: argparse.Namespace) -> RunConfig:
+    """The saved config of the run in ``--out``, ``--steps`` (the only flag allowed) applied."""
+    flags = {**RUN_FLAGS, **TRAIN_FLAGS, **MODEL_FLAGS, "config": "", "set": ""}
+    flags.update(conditional="", like="")
+    given = [f for f in flags if f != "steps" and getattr(args, f) not in (None, [], False)]
+    if given:
+        names = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ValueError(
+            f"--resume continues with the run's saved config; only --steps may change, got {names}"
+        )
+    cfg = RunConfig.load(args.out)
+    if args.steps is not None:
+        cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
+    return cfg
+
+
+def print_fit(fitted: FitResult) -> None:
+    """The table ``probpath train`` prints at the end of a run (rank 0 under torchrun)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    result = fitted.result
+    table: dict[str, Any] = {
+        "run": str(fitted.run_dir),
+        "step": result.step,
+        "seconds": round(fitted.seconds, 1),
+    }
+    if result.losses:
+        table["final training loss"] = result.losses[-1]
+    if "nll" in result.eval:
+        table["held-out NLL (nats)"] = result.eval["nll"]
+    if "accuracy" in result.eval:
+        table["held-out accuracy"] = result.eval["accuracy"]
+    print_table("trained", table)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``probpath train``."""
+    if args.resume:
+        cfg = _resumed_config(args)
+    else:
+        cfg = merge_config(args)
+        if args.p_uncond is not None and not args.conditional:
+            raise ValueError("--p-uncond is the label dropout of a --conditional model")
+    fitted = fit(
+        cfg,
+        args.out,
+        resume=args.resume,
+        conditional=args.conditional,
+        like=args.like,
+        progress=not args.quiet,
+    )
+    print_fit(fitted)
+    return 0

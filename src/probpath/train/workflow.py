@@ -1,0 +1,194 @@
+"""The training workflow of a run: data → model space → train → evaluate → save.
+
+:func:`fit` is what ``probpath train`` runs, and what a Python user calls to get the same
+run folder (``config.json``, ``metrics.jsonl``, checkpoints) from a
+:class:`~probpath.train.config.RunConfig`::
+
+    from probpath.train import RunConfig, TrainConfig, fit, load_run
+    fit(RunConfig(model="fm", data="moons", train=TrainConfig(steps=2000)), "runs/fm")
+    run = load_run("runs/fm")
+    x, nfe = run.sample(1000)           # data space
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import Standardizer
+from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from .config import RunConfig
+from .evaluate import default_evaluate
+from .rows import RunRows, load_rows, to_model_space
+from .run import LoadedRun, check_weights, load_run
+from .trainer import TrainResult, train
+
+__all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
+
+LIKE_KEYS = ("data", "label_column", "n_train", "n_eval", "standardize", "seed")
+"""What :func:`config_like` copies from the run a noisy classifier will guide (besides
+its path): the data and how it is split, seeded and standardised."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit` returns: the run folder, its complete config (as saved in
+    ``config.json``), the trainer's :class:`~probpath.train.trainer.TrainResult` and the
+    wall-clock seconds of training (evaluations and checkpoints included)."""
+
+    run_dir: Path
+    config: RunConfig
+    result: TrainResult
+    seconds: float
+
+
+def _main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes
+
+
+def config_like(
+    config: RunConfig, like: str | os.PathLike[str] | LoadedRun, *, keep: Collection[str] = ()
+) -> RunConfig:
+    """The config of a noisy classifier for the diffusion run ``like``.
+
+    The classifier must read ``x_t`` exactly as ``like``'s model does: it takes that run's
+    path (its model's ``schedule_config``, which ``config.model_config`` must not set) and
+    the keys of :data:`LIKE_KEYS` (``seed`` is ``train.seed``) except those in ``keep``;
+    :func:`fit` with the same ``like`` then reuses its standardisation.
+    """
+    if config.model != "noisy-classifier":
+        raise ValueError(f"--like applies to --model noisy-classifier, not {config.model}")
+    run = like if isinstance(like, LoadedRun) else load_run(like)
+    schedule_config = getattr(run.model, "schedule_config", None)
+    if schedule_config is None:
+        raise ValueError(f"--like {run.run_dir}: a {run.config.model} run has no diffusion path")
+    clash = sorted(set(config.model_config) & set(schedule_config))
+    if clash:
+        raise ValueError(f"--like copies the path of {run.run_dir}; drop --set {', '.join(clash)}")
+    src = run.config
+    copied = {k: getattr(src, k) for k in LIKE_KEYS if k not in keep and k != "seed"}
+    seed = config.train.seed if "seed" in keep else src.train.seed
+    return replace(
+        config,
+        **copied,
+        train=replace(config.train, seed=seed),
+        model_config={**config.model_config, **schedule_config},
+    )
+
+
+def _labelled(config: RunConfig, conditional: bool, resume: bool) -> bool:
+    """Whether the run trains on labels: a conditional diffusion model or a classifier."""
+    from ..models import MODELS, DiffusionModel, NoisyClassifier
+
+    if resume:
+        return int(config.model_config.get("n_classes") or 0) > 0
+    family = MODELS.get(config.model)
+    if conditional and not (isinstance(family, type) and issubclass(family, DiffusionModel)):
+        raise ValueError(
+            f"--conditional applies to the diffusion family (ddpm, ncsn, sde, fm), "
+            f"not {config.model}"
+        )
+    return conditional or (isinstance(family, type) and issubclass(family, NoisyClassifier))
+
+
+def _standardizer(
+    config: RunConfig, rows: RunRows, saved: Checkpoint | None, like: LoadedRun | None
+) -> Standardizer | None:
+    """The run's map to model space: the ``saved`` one on resume, ``like``'s, or fitted on
+    the training rows (``None`` when the run does not standardise)."""
+    if saved is not None:
+        state = saved.meta["extra"]["standardizer"]
+        return None if state is None else Standardizer.from_dict(state)
+    if like is not None:
+        return like.standardizer if config.standardize else None
+    return Standardizer.fit(rows.train) if config.standardize else None
+
+
+def _build(config: RunConfig, rows: RunRows, labelled: bool) -> nn.Module:
+    """The model of ``config``, ``dim`` and ``n_classes`` filled in from the data, its
+    initial weights drawn with the run's seed."""
+    from ..models import build
+
+    model_config = dict(config.model_config)
+    if rows.train.ndim == 2:
+        model_config.setdefault("dim", rows.train.shape[1])
+    if labelled:
+        k = model_config.setdefault("n_classes", len(rows.classes))
+        if k != len(rows.classes):
+            raise ValueError(
+                f"n_classes={k} was set, but the data hold {len(rows.classes)} classes"
+            )
+    torch.manual_seed(config.train.seed)  # the initial weights are part of the run's seed
+    return build(config.model, **model_config)
+
+
+def fit(
+    config: RunConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    conditional: bool = False,
+    like: str | os.PathLike[str] | LoadedRun | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train the run ``config`` into ``run_dir``: data → model space → train → evaluate → save.
+
+    Loads the rows (:func:`~probpath.train.rows.load_rows`), fits the standardisation on
+    the training rows (or reuses ``like``'s, or the saved one on resume), builds the model
+    (``dim`` and ``n_classes`` from the data), writes ``config.json`` with the complete
+    model config and the sizes used, and trains with :func:`~probpath.train.trainer.train`;
+    the held-out NLL it reports is in nats of the data space. ``resume=True`` continues
+    the run in ``run_dir`` (``config`` is its saved one, ``train.steps`` may be raised);
+    ``conditional=True`` trains a diffusion-family model on the data's labels;
+    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`).
+    """
+    run_dir = Path(run_dir)
+    if not resume and list_checkpoints(run_dir / "checkpoints"):
+        raise ValueError(f"{run_dir} already holds a run; add --resume or pick another --out")
+    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like)
+    labelled = _labelled(config, conditional, resume)
+    rows = load_rows(config, labels=labelled)
+    if not resume:
+        config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
+    saved = load_checkpoint(run_dir / "checkpoints") if resume else None
+    std = _standardizer(config, rows, saved, like_run)
+    model = _build(config, rows, labelled)
+    if saved is not None:
+        check_weights(model, saved, config, run_dir)
+    else:
+        config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
+        if _main_process():
+            config.save(run_dir)
+    z_train, _ = to_model_space(std, rows.train)
+    z_eval, log_det = to_model_space(std, rows.eval)  # the same log-det for every row
+    evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
+    extra: dict[str, Any] = {
+        "standardizer": std.to_dict() if std is not None else None,
+        "classes": list(rows.classes) if labelled else None,
+        "model_config": config.model_config,  # what check_weights compares config.json with
+    }
+    if like_run is not None:
+        extra["like"] = str(like_run.run_dir)
+    t0 = time.perf_counter()
+    result = train(
+        model,
+        z_train,
+        config.train,
+        run_dir,
+        eval_data=z_eval,
+        evaluate=evaluate,
+        resume=resume,
+        extra_state=extra,
+        progress=progress,
+        labels=rows.train_y,
+        eval_labels=rows.eval_y,
+    )
+    return FitResult(run_dir, config, result, time.perf_counter() - t0)
