@@ -56,6 +56,7 @@ from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
 from probpath.samplers.ode import edm_times, heun_edm, probability_flow
 from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 from probpath.sdes import SDE
+from probpath.solvers import FIXED_STEP_NFE
 
 __all__ = [
     "DPMMethod",
@@ -66,7 +67,6 @@ __all__ = [
     "default_time_range",
 ]
 
-_FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}  # NFE per step of each method
 _DPM_NFE = {"2m": 1, "1": 1, "2": 2, "3": 3}  # NFE per step of each DPM-Solver variant
 DPMMethod = Literal["2m", "1", "2", "3"]
 """``"2m"``: DPM-Solver++(2M); ``"1"`` .. ``"3"``: singlestep DPM-Solver of that order."""
@@ -122,7 +122,7 @@ def _pf_ode(
     if method is None:
         method = "dopri5" if steps is None else "heun"
     if steps is None:
-        steps = 100 if method in _FIXED_NFE else 1
+        steps = 100 if method in FIXED_STEP_NFE else 1
     return probability_flow(
         m.velocity, x, m.time_grid(steps, x), method=method, rtol=rtol, atol=atol,
         options=options, generator=generator, callback=callback,
@@ -225,7 +225,7 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[Any]]] = {
         "euler-maruyama": SamplerEntry(_euler_maruyama, lambda o: 1),
         "pc": SamplerEntry(_pc, lambda o: 1 + o["n_corrector"]),
-        "pf-ode": SamplerEntry(_pf_ode, lambda o: _FIXED_NFE.get(o["method"] or "heun")),
+        "pf-ode": SamplerEntry(_pf_ode, lambda o: FIXED_STEP_NFE.get(o["method"] or "heun")),
         "heun": SamplerEntry(_heun, lambda o: 2),
         "dpm": SamplerEntry(_dpm, lambda o: _dpm_nfe(o["method"])),
     }

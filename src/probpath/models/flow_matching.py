@@ -38,11 +38,12 @@ from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.samplers._common import Callback
 from probpath.samplers.ode import probability_flow
+from probpath.solvers import FIXED_STEP_NFE
 
 __all__ = ["FlowMatching"]
 
 PATHS = ("ot", "vp", "ve")
-_ODE_NFE = {"euler": 1, "midpoint": 2, "rk4": 4}
+_ODE_METHODS = ("euler", "midpoint", "rk4")
 _SCORE_SAMPLERS = ("euler-maruyama", "pc", "heun")  # need E[eps | x_t]: independent pairs
 
 
@@ -62,7 +63,7 @@ def _fixed_step_ode(method: str) -> SamplerEntry[PathSampling]:
             m.velocity, x, ts, method=method, generator=generator, callback=callback
         )
 
-    nfe = _ODE_NFE[method]
+    nfe = FIXED_STEP_NFE[method]
     return SamplerEntry(run, lambda o: nfe)
 
 
@@ -116,7 +117,7 @@ class FlowMatching(DiffusionModel):
 
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[PathSampling]]] = {
         **DiffusionModel.SAMPLERS,
-        **{m: _fixed_step_ode(m) for m in _ODE_NFE},
+        **{m: _fixed_step_ode(m) for m in _ODE_METHODS},
         "dopri5": SamplerEntry(_dopri5, lambda o: None),
     }
     default_sampler = "dopri5"

@@ -28,7 +28,7 @@ from probpath.samplers._common import (
     check_state,
     decreasing_grid,
 )
-from probpath.solvers import SolverStats, odeint
+from probpath.solvers import FIXED_STEP_NFE, SolverStats, odeint
 
 __all__ = ["edm_times", "heun_edm", "probability_flow"]
 
@@ -76,7 +76,12 @@ def probability_flow(
         return call_model(model, y, t)
 
     stats = SolverStats()
-    ys = odeint(f, x, ts, method=method, rtol=rtol, atol=atol, options=options, stats=stats)
+    out_t, opts = ts, dict(options or {})
+    if callback is None and len(ts) > 2:  # keep two states, not one per step of the grid
+        out_t = ts[[0, -1]]
+        if method in FIXED_STEP_NFE and "step_size" not in opts:
+            opts.setdefault("grid_points", ts)  # step on the grid, report its ends
+    ys = odeint(f, x, out_t, method=method, rtol=rtol, atol=atol, options=opts, stats=stats)
     assert isinstance(ys, Tensor)
     if callback is not None:
         for k in range(1, len(ts)):

@@ -4,12 +4,16 @@ Model-agnostic: the solvers take ``func(t, y)`` with torchdiffeq's and torchsde'
 calling conventions and know nothing of networks or probability paths.
 """
 
+from types import MappingProxyType
+
 from ._norms import rms_norm
+from ._tableaus import FIXED
 from .adjoint import odeint_adjoint
 from .ode import SolverError, SolverStats, odeint
 from .sde import SDELike, sdeint
 
 __all__ = [
+    "FIXED_STEP_NFE",
     "SDELike",
     "SolverError",
     "SolverStats",
@@ -18,3 +22,7 @@ __all__ = [
     "rms_norm",
     "sdeint",
 ]
+
+FIXED_STEP_NFE = MappingProxyType({name: tab.stages for name, tab in FIXED.items()})
+"""The fixed-grid methods of :func:`odeint` and the function evaluations one step costs
+(its tableau's stages): ``{"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}``."""
