@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from probpath.data import to_centered
+from probpath.data import Standardizer, to_centered
 from probpath.dequantization import Dequantizer, discrete_nll
 from probpath.metrics import bits_per_dim
 
@@ -19,11 +19,23 @@ def _float64():
     torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("transform", ["centered", "logit"])
+TRANSFORMS = ["centered", "logit", "standardized"]
+
+
+def _dequantizer(levels: int, transform: str, d: int, lam: float = 1e-6) -> Dequantizer:
+    """A dequantizer of ``transform``; ``"standardized"`` gets an affine map of D columns
+    with different shifts and scales (rows (batch, d) only)."""
+    if transform != "standardized":
+        return Dequantizer(levels, transform, lam=lam)
+    std = Standardizer(tuple(0.3 * j for j in range(d)), tuple(0.5 + j for j in range(d)))
+    return Dequantizer(levels, transform, standardizer=std)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("levels", [2, 17, 256])
 def test_round_trip_and_cubes(transform: str, levels: int) -> None:
     """Every dequantized draw stays in its pixel's cube; the centred map is the images' own."""
-    dq = Dequantizer(levels, transform)
+    dq = _dequantizer(levels, transform, d=levels)
     x = torch.arange(levels).reshape(1, -1)
     g = torch.Generator().manual_seed(0)
     z = dq.dequantize(x.expand(50, -1), generator=g)
@@ -31,14 +43,14 @@ def test_round_trip_and_cubes(transform: str, levels: int) -> None:
     assert torch.equal(dq.to_pixels(dq.center(x)), x)
     if transform == "centered":
         assert torch.equal(dq.center(x), to_centered(x, levels, torch.float64))
-    v = torch.rand(20, 3, generator=g) * levels - 0.5  # the cubes cover [-1/2, K - 1/2)
+    v = torch.rand(20, levels, generator=g) * levels - 0.5  # the cubes cover [-1/2, K - 1/2)
     torch.testing.assert_close(dq.inverse(dq.forward(v)), v)
 
 
-@pytest.mark.parametrize("transform", ["centered", "logit"])
+@pytest.mark.parametrize("transform", TRANSFORMS)
 def test_log_det_is_the_jacobian(transform: str) -> None:
     """log|det dz/dv| against autograd's diagonal Jacobian (the map acts per coordinate)."""
-    dq = Dequantizer(16, transform, lam=0.05)
+    dq = _dequantizer(16, transform, d=3, lam=0.05)
     v = torch.rand(4, 3, generator=torch.Generator().manual_seed(1)) * 16 - 0.5
     v.requires_grad_(True)
     z = dq.forward(v)
@@ -46,21 +58,22 @@ def test_log_det_is_the_jacobian(transform: str) -> None:
     torch.testing.assert_close(dq.log_det(z.detach()), dz_dv.log().sum(1))
 
 
-@pytest.mark.parametrize("transform", ["centered", "logit"])
+@pytest.mark.parametrize("transform", TRANSFORMS)
 @pytest.mark.parametrize("levels", [17, 256])
 def test_uniform_model_scores_log2_levels_bits_per_dim(transform: str, levels: int) -> None:
     """A model uniform on the unit cube y' = y/K has P(x) = K^-D exactly: log2 K bits/dim.
 
     In model space its density is p_y'(y') |dy'/dz| = exp(-log_det(z)) K^-D (v = K y' - 1/2),
-    with no error term.
+    with no error term. Images (7, 2, 3, 3); the standardized map takes rows (7, 18).
     """
-    dq = Dequantizer(levels, transform, lam=1e-3)
     d = 2 * 3 * 3
+    dq = _dequantizer(levels, transform, d, lam=1e-3)
+    shape = (7, d) if transform == "standardized" else (7, 2, 3, 3)
 
     def log_prob(z: torch.Tensor) -> torch.Tensor:
         return -dq.log_det(z) - d * math.log(levels)  # p_y'(y') = 1 on [0, 1)^D
 
-    x = torch.randint(0, levels, (7, 2, 3, 3), generator=torch.Generator().manual_seed(2))
+    x = torch.randint(0, levels, shape, generator=torch.Generator().manual_seed(2))
     for k in (1, 4):
         nll = discrete_nll(log_prob, x, dq, k=k, generator=torch.Generator().manual_seed(3))
         torch.testing.assert_close(bits_per_dim(nll, d), torch.full((7,), math.log2(levels)))
@@ -77,12 +90,12 @@ def _flat_index(x: torch.Tensor, levels: int) -> torch.Tensor:
     return (x * powers).sum(1)
 
 
-@pytest.mark.parametrize("transform", ["centered", "logit"])
+@pytest.mark.parametrize("transform", TRANSFORMS)
 def test_piecewise_constant_model_scores_the_exact_entropy(transform: str) -> None:
     """The dequantized version of P, p(v) = P(x) on x's unit cube, makes Jensen's bound tight:
     -log P(x) exactly for every x (any k), so its mean under P is the entropy H(P)."""
     levels, d = 4, 3
-    dq = Dequantizer(levels, transform, lam=0.01)
+    dq = _dequantizer(levels, transform, d, lam=0.01)
     table = _table(levels, d, seed=4)
 
     def log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -135,6 +148,15 @@ def test_errors() -> None:
         Dequantizer(1)
     with pytest.raises(ValueError, match="transform"):
         Dequantizer(4, "affine")
+    with pytest.raises(ValueError, match="needs a standardizer"):
+        Dequantizer(4, "standardized")
+    std = Standardizer((0.0, 0.0), (1.0, 2.0))
+    with pytest.raises(ValueError, match="only it takes one"):
+        Dequantizer(4, standardizer=std)
+    with pytest.raises(ValueError, match=r"rows \(batch, 2\)"):
+        Dequantizer(4, "standardized", standardizer=std).center(
+            torch.zeros(3, 1, 2, dtype=torch.long)
+        )
     dq = Dequantizer(4)
     with pytest.raises(ValueError, match=r"0\.\.3"):
         dq.center(torch.tensor([[4]]))

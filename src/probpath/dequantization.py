@@ -18,9 +18,11 @@ used for bits/dim by Lipman et al. 2023) is tighter and tends to :math:`-\log P(
 
 Models work in a *model space* z = T(v) (:class:`Dequantizer`): ``"centered"``, the affine
 map of :func:`probpath.data.to_centered` that diffusion models use (pixel k at
-z = 2k/(K - 1) - 1, one level spanning 2/(K - 1)), or ``"logit"``, FFJORD's and RealNVP's
+z = 2k/(K - 1) - 1, one level spanning 2/(K - 1)), ``"logit"``, FFJORD's and RealNVP's
 :math:`z = \operatorname{logit}(\lambda + (1 - 2\lambda)(v + \tfrac12)/K)` (Dinh et al.
-2017, Sec. 4.1). A density in model space becomes one of v by :math:`\log p(v) = \log p(z)
+2017, Sec. 4.1), or ``"standardized"``, a per-dimension affine map
+z = (v - mean) / std (:class:`~probpath.data.Standardizer`; integer vectors whose columns
+have different ranges). A density in model space becomes one of v by :math:`\log p(v) = \log p(z)
 + \log|\det \partial z/\partial v|` (:meth:`Dequantizer.log_det`), so every family reports
 the same number, bits/dim :math:`= -\log P(x) / (D \ln 2)`, through :func:`discrete_nll`.
 """
@@ -35,10 +37,11 @@ import torch
 from torch import Tensor
 
 from probpath.data.image_set import level_width, to_centered
+from probpath.data.standardize import Standardizer
 
 __all__ = ["TRANSFORMS", "Dequantizer", "discrete_nll"]
 
-TRANSFORMS = ("centered", "logit")
+TRANSFORMS = ("centered", "logit", "standardized")
 
 
 @dataclass(frozen=True)
@@ -47,11 +50,14 @@ class Dequantizer:
 
     Args:
         levels: the number of grey levels K (pixels take values 0..K-1).
-        transform: ``"centered"`` (z = 2 v / (K - 1) - 1) or ``"logit"``
-            (z = logit(lam + (1 - 2 lam) (v + 1/2) / K)), with v = x + u - 1/2 the
-            dequantized pixel on the integer scale.
+        transform: ``"centered"`` (z = 2 v / (K - 1) - 1), ``"logit"``
+            (z = logit(lam + (1 - 2 lam) (v + 1/2) / K)) or ``"standardized"``
+            (z = (v - mean) / std per dimension, from ``standardizer``), with
+            v = x + u - 1/2 the dequantized pixel on the integer scale.
         lam: the logit transform's margin λ (keeps z finite at the cube's edges; FFJORD
             uses 1e-6 on MNIST, RealNVP 0.05 on CIFAR-10).
+        standardizer: the affine map of ``"standardized"`` (on rows (batch, D); the
+            integer scale itself is ``Standardizer((0.0,) * D, (1.0,) * D)``).
 
     Example:
         >>> dq = Dequantizer(levels=4)
@@ -67,6 +73,7 @@ class Dequantizer:
     levels: int
     transform: str = "centered"
     lam: float = 1e-6
+    standardizer: Standardizer | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or self.levels < 2:
@@ -77,6 +84,11 @@ class Dequantizer:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
         if not 0.0 <= self.lam < 0.5:
             raise ValueError(f"lam must lie in [0, 0.5), got {self.lam}")
+        if (self.standardizer is None) == (self.transform == "standardized"):
+            raise ValueError(
+                "the 'standardized' transform needs a standardizer, and only it takes one; "
+                f"got transform={self.transform!r}, standardizer={self.standardizer!r}"
+            )
 
     def _check_pixels(self, x: Tensor) -> None:
         if x.is_floating_point() or x.is_complex():
@@ -87,14 +99,28 @@ class Dequantizer:
                 f"{int(x.min())}..{int(x.max())}"
             )
 
+    def _rows(self, v: Tensor) -> Tensor:
+        """``v`` itself, once checked to be rows (batch, D) of the standardizer's D."""
+        assert self.standardizer is not None
+        if v.ndim != 2 or v.shape[1] != self.standardizer.dim:
+            raise ValueError(
+                f"the 'standardized' transform maps rows (batch, {self.standardizer.dim}), "
+                f"got shape {tuple(v.shape)}"
+            )
+        return v
+
     def forward(self, v: Tensor) -> Tensor:
         """Model-space point z = T(v) of a (dequantized) pixel value v on the integer scale."""
+        if self.standardizer is not None:
+            return self.standardizer.forward(self._rows(v))
         if self.transform == "centered":
             return to_centered(v, self.levels, v.dtype)
         return torch.logit(self.lam + (1.0 - 2.0 * self.lam) * (v + 0.5) / self.levels)
 
     def inverse(self, z: Tensor) -> Tensor:
         """v = T^{-1}(z) on the integer scale."""
+        if self.standardizer is not None:
+            return self.standardizer.inverse(self._rows(z))
         if self.transform == "centered":
             return (z + 1.0) / level_width(self.levels)
         return (torch.sigmoid(z) - self.lam) / (1.0 - 2.0 * self.lam) * self.levels - 0.5
@@ -103,10 +129,14 @@ class Dequantizer:
         r""":math:`\log|\det \partial z/\partial v|` at model-space points z, shape (batch,).
 
         ``"centered"``: :math:`D \log(2/(K - 1))`; ``"logit"``: :math:`\sum_d [\log(1 - 2\lambda)
-        - \log K - \log s_d - \log(1 - s_d)]` with :math:`s = \sigma(z)`.
+        - \log K - \log s_d - \log(1 - s_d)]` with :math:`s = \sigma(z)`; ``"standardized"``:
+        :math:`-\sum_d \log \mathrm{std}_d`.
         """
         flat = z.flatten(1)
         d = flat.shape[1]
+        if self.standardizer is not None:
+            self._rows(flat)
+            return flat.new_full((flat.shape[0],), self.standardizer.log_abs_det_jacobian())
         if self.transform == "centered":
             return flat.new_full((flat.shape[0],), d * math.log(level_width(self.levels)))
         # log s + log(1 - s) = -softplus(-z) - softplus(z), stable for large |z|
