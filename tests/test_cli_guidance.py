@@ -156,15 +156,16 @@ def test_digits_use_all_rows_and_a_label_file(tmp_path, capsys):
     argv = ["train", "--out", str(out), "--model", "fm", "--data", "digits", "--conditional"]
     assert main([*argv, "--steps", "2", "--batch", "16", "--hidden", "8", "--quiet"]) == 0
     cfg = _config(out)
-    assert (cfg["n_train"], cfg["n_eval"]) == (1438, 359)  # all 1797 rows, 20% held out
+    assert (cfg["n_train"], cfg["n_eval"]) == (1438, 359)  # all 1797 images, 20% held out
+    assert cfg["levels"] == 17  # digits are images of 17 grey levels
     assert cfg["model_config"]["dim"] == 64 and cfg["model_config"]["n_classes"] == 10
     assert main(["plot", str(out)]) == 0  # a grid of 8 x 8 samples, a row per digit
     assert (out / "samples.png").stat().st_size > 0
     too_many = ["train", "--out", str(tmp_path / "d2"), "--data", "digits", "--n-train", "1700"]
     assert main([*too_many, "--n-eval", "200"]) == 1
-    assert (
-        "digits has 1797 rows: cannot take n_train=1700 and n_eval=200" in capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "digits splits into 1438 training and 359 test images (a fixed split)" in err
+    assert "cannot take n_train=1700 and n_eval=200" in err
     # a CSV with string labels in a named column: labels map to 0..K-1, names are kept
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)

@@ -239,35 +239,47 @@ def plot_image_grid(
     figsize: tuple[float, float] = (5.0, 5.0),
     dpi: int = 100,
 ) -> Path:
-    """A grid of grey-scale images: (n, H, W), (n, 1, H, W), or flat (n, H*W) with
-    ``image_shape=(H, W)`` (e.g. 8 x 8 digits); ``nrow`` images per row (default
-    ceil(sqrt n)). NaN pixels (e.g. an all-NaN spacer image) stay blank.
+    """A grid of images: grey (n, H, W), (n, 1, H, W), or flat (n, H*W) with
+    ``image_shape=(H, W)`` (e.g. 8 x 8 digits); colour (n, 3, H, W). ``nrow`` images per
+    row (default ceil(sqrt n)); values from ``vmin`` (black) to ``vmax`` (white), by
+    default the images' range. NaN pixels (e.g. an all-NaN spacer image) stay blank.
 
     >>> import tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "g.png")
     >>> plot_image_grid(torch.rand(6, 64), p, image_shape=(8, 8)).exists()
+    True
+    >>> plot_image_grid(torch.randint(0, 256, (4, 3, 5, 5)), p, vmin=0, vmax=255).exists()
     True
     """
     a = images.detach().cpu().double().numpy() if isinstance(images, Tensor) else None
     a = np.asarray(images, float) if a is None else a
     if image_shape is not None:
         a = a.reshape(a.shape[0], *image_shape)
-    if a.ndim == 4 and a.shape[1] == 1:
-        a = a[:, 0]
-    if a.ndim != 3 or a.shape[0] == 0:
+    if a.ndim == 4 and a.shape[1] in (1, 3):
+        a = a.transpose(0, 2, 3, 1)  # channels last; grey keeps a channel of 1
+    elif a.ndim == 3:
+        a = a[..., None]
+    if a.ndim != 4 or a.shape[0] == 0 or a.shape[3] not in (1, 3):
         raise ValueError(
-            f"images must be (n, H, W), (n, 1, H, W) or flat with image_shape: {a.shape}"
+            "images must be (n, H, W), (n, 1, H, W), (n, 3, H, W) or flat with "
+            f"image_shape: {a.shape}"
         )
-    n, h, w = a.shape
+    n, h, w, c = a.shape
     cols = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    canvas = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), np.nan)
     for i in range(n):
-        r, c = divmod(i, cols)
-        canvas[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = a[i]
+        r, col = divmod(i, cols)
+        canvas[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = a[i]
     fig = _figure(figsize, dpi)
     ax = fig.add_axes((0.0, 0.0, 1.0, 0.93 if title else 1.0))
-    ax.imshow(canvas, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    if c == 1:
+        ax.imshow(canvas[..., 0], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    else:  # RGB in [0, 1]; blank (NaN) pixels white
+        lo = np.nanmin(a) if vmin is None else vmin
+        hi = np.nanmax(a) if vmax is None else vmax
+        rgb = np.clip((canvas - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+        ax.imshow(np.nan_to_num(rgb, nan=1.0), interpolation="nearest")
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=10)

@@ -21,7 +21,10 @@ __all__ = [
     "solver_flags",
 ]
 
-EVAL_TITLE = "evaluation (NLL in nats of the data space; energy distance vs held-out)"
+EVAL_TITLE = (
+    "evaluation (NLL in nats of the data space, for discrete data a bound on -log P(x); "
+    "samples vs held-out)"
+)
 
 SOLVER_FLAGS = {"solver": "method", "rtol": "rtol", "atol": "atol"}
 """The solver flags and the model-config (or sampler option) key each one sets."""

@@ -1,4 +1,9 @@
-"""``probpath eval``: test NLL, bits/dim, entropy gap, energy distance and NFE of a run."""
+"""``probpath eval``: test NLL, bits/dim, entropy gap, sample quality and NFE of a run.
+
+Discrete data (images, integer files) get the dequantized bound on -log P(x) in bits/dim
+(``--k`` importance draws); images get the Fréchet distance of samples in a judge's
+features with ``--judge RUN`` (a ``probpath train --model image-classifier`` run).
+"""
 
 from __future__ import annotations
 
@@ -26,14 +31,37 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     """The ``eval`` sub-parser."""
     e = sub.add_parser(
-        "eval", parents=[common], help="test NLL, bits/dim, entropy gap, energy distance, NFE"
+        "eval", parents=[common], help="test NLL, bits/dim, entropy gap, sample quality, NFE"
     )
     add_run_flags(e, n=2000, n_help="test rows and samples", weights=True)
-    e.add_argument("--data", help="toy name or data file (default: the run's held-out rows)")
+    e.add_argument(
+        "--data", help="toy name, data file or images (default: the run's held-out rows)"
+    )
     e.add_argument(
         "--nll",
         choices=["exact", "hutchinson"],
-        help="trace of the PF-ODE likelihood of diffusion-family models (default exact)",
+        help="trace of the PF-ODE likelihood of diffusion-family models (default: the "
+        "model's; exact for small dimensions)",
+    )
+    e.add_argument(
+        "--probes", type=int, help="Hutchinson probes per row of --nll hutchinson (default 1)"
+    )
+    e.add_argument(
+        "--k",
+        type=int,
+        default=1,
+        help="discrete data: dequantization draws per example (1: the uniform bound; more: "
+        "the tighter importance-weighted bound)",
+    )
+    j = e.add_argument_group("image samples (see docs/images.md)")
+    j.add_argument(
+        "--judge",
+        metavar="RUN",
+        help="an image-classifier run on the same images: Fréchet distance of samples in "
+        "its features (not the Inception FID), and guided-sample accuracy",
+    )
+    j.add_argument(
+        "--scale", type=float, default=1.0, help="guidance scale of --judge's accuracy (default 1)"
     )
     add_sampler_flags(e)
     add_solver_flags(e)
@@ -45,20 +73,33 @@ def run(args: argparse.Namespace) -> int:
     loaded, solver = load(args)
     model: Any = loaded.model
     if not hasattr(model, "log_prob"):
-        if args.data:
-            raise ValueError("--data: a classifier run is evaluated on its own held-out rows")
+        if args.data or args.judge:
+            raise ValueError(
+                "--data, --judge: a classifier run is evaluated on its own held-out rows"
+            )
         scores = evaluate_classifier(loaded, n=args.n)
         emit(args, "evaluation (held-out rows)", {"run": str(args.run), **scores})
         return 0
     takes = inspect.signature(model.log_prob).parameters
     lp_kwargs: dict[str, Any] = {k: v for k, v in solver.items() if k in takes}
-    if args.nll is not None:
+    if args.nll is not None or args.probes is not None:
         if "trace" not in takes:
-            raise ValueError(f"--nll applies to the diffusion family, not {type(model).__name__}")
+            raise ValueError(
+                f"--nll and --probes apply to the diffusion family, not {type(model).__name__}"
+            )
+        if args.probes is not None and (args.nll != "hutchinson" or args.probes < 1):
+            raise ValueError("--probes N (N >= 1) goes with --nll hutchinson")
         lp_kwargs["trace"] = args.nll
         if args.nll == "hutchinson":
             lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
+            lp_kwargs["n_probes"] = args.probes or 1
     sampling = sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
+    if loaded.kind == "images" and args.judge is None:
+        print(
+            "probpath: note: image samples are scored with --judge RUN (train one with "
+            f"probpath train --model image-classifier --data {loaded.config.data})",
+            file=sys.stderr,
+        )
     rows = evaluate_run(
         loaded,
         data=args.data,
@@ -67,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         log_prob_kwargs=lp_kwargs,
         sampling=sampling,
         progress=sys.stderr.isatty(),
+        k=args.k,
+        judge=args.judge,
+        scale=args.scale,
     )
     emit(args, EVAL_TITLE, {"run": str(args.run), **rows})
     return 0

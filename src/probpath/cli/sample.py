@@ -1,8 +1,12 @@
-"""``probpath sample``: samples of a run (optionally guided towards a label) into ``.npy``."""
+"""``probpath sample``: samples of a run (optionally guided towards a label) into ``.npy``.
+
+Samples are in data space: floats for continuous rows, integer levels for discrete data
+(images as uint8 (N, C, H, W), with a PNG grid of them beside the ``.npy``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +33,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "sample", parents=[common], help="draw samples from a trained run into a .npy file"
     )
     add_run_flags(s, n=1000, n_help="number of samples", weights=True)
-    s.add_argument("--out", type=Path, default=Path("samples.npy"), help="output .npy file")
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("samples.npy"),
+        help="output .npy file (an image run also writes the grid OUT.png)",
+    )
     gd = s.add_argument_group("guidance (diffusion family; see docs/guidance.md)")
     gd.add_argument("--label", help="sample this class (a label of the run's data)")
     gd.add_argument(
@@ -68,7 +77,7 @@ def _classifier(
     clf = load_run(args.classifier, ema=not args.no_ema)
     if not isinstance(clf.model, NoisyClassifier):
         raise ValueError(f"--classifier {args.classifier} is a {clf.config.model} run")
-    if clf.standardizer != run.standardizer:
+    if (clf.standardizer, clf.dequantizer) != (run.standardizer, run.dequantizer):
         raise ValueError(
             f"--classifier {args.classifier} reads data standardised differently from "
             f"{args.run}; train it with --like {args.run}"
@@ -128,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     model, guided = _guided(loaded, args)
     sampling = sampling_kwargs(model, args, solver)
     t0 = time.perf_counter()
-    x, nfe = loaded.sample(args.n, seed=args.seed, model=model, **sampling)
+    progress = sys.stderr.isatty()
+    x, nfe = loaded.sample(args.n, seed=args.seed, model=model, progress=progress, **sampling)
     seconds = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, x.cpu().numpy(), allow_pickle=False)
@@ -136,12 +146,18 @@ def run(args: argparse.Namespace) -> int:
         "run": str(args.run),
         "step": loaded.step,
         "n": args.n,
-        "dim": int(x.shape[1]),
+        "dim": int(x[0].numel()),
         **guided,
         **({"sampler": sampling["sampler"]} if "sampler" in sampling else {}),
         "nfe": nfe,
         "seconds": round(seconds, 3),
         "out": str(args.out),
     }
+    if loaded.kind == "images":
+        from ..plots import plot_image_grid  # matplotlib: imported when a plot is drawn
+
+        top = int(loaded.config.levels or 256) - 1
+        png = plot_image_grid(x, args.out.with_suffix(".png"), vmin=0, vmax=top)
+        rows.update(shape=list(x.shape[1:]), levels=loaded.config.levels, png=str(png))
     emit(args, "samples", rows)
     return 0

@@ -26,6 +26,7 @@ MODEL_FLAGS = {
     "path": "path",
     "ot_coupling": "ot_coupling",
     "p_uncond": "p_uncond",
+    "net": "net",
 }
 TRAIN_FLAGS = {
     "steps": "steps",
@@ -51,6 +52,8 @@ RUN_FLAGS = {
     "n_eval": "n_eval",
     "standardize": "standardize",
     "label_column": "label_column",
+    "levels": "levels",
+    "image_space": "image_space",
 }
 
 
@@ -90,8 +93,9 @@ def _add_run_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--model", choices=sorted(MODELS), help="model family (default cnf)")
     t.add_argument(
         "--data",
-        help="toy set name (e.g. 8gaussians), digits (sklearn's 8x8 images) or data file "
-        "(default 8gaussians)",
+        help="toy set name (e.g. 8gaussians); images: digits (sklearn's 8x8), mnist5k, a "
+        "folder, .npz, IDX or 3-D/4-D .npy file; vectors: a .npy/.csv/.pt file, discrete "
+        "when it holds integers (default 8gaussians)",
     )
     t.add_argument("--out", required=True, type=Path, help="run folder")
     t.add_argument("--config", type=Path, help="YAML/JSON file with the same keys as config.json")
@@ -109,7 +113,18 @@ def _add_run_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--standardize",
         action=argparse.BooleanOptionalAction,
-        help="standardise each dimension (default on)",
+        help="standardise each dimension of vectors (default on)",
+    )
+    t.add_argument(
+        "--levels",
+        type=int,
+        help="levels K of discrete data, values 0..K-1 (default: the data's; 17 for digits, "
+        "256 for 8-bit images and uint8 files); makes a file of floats discrete",
+    )
+    t.add_argument(
+        "--image-space",
+        choices=["centered", "logit"],
+        help="model space of images: centered ([-1, 1], default) or logit (FFJORD)",
     )
 
 
@@ -141,7 +156,17 @@ def _add_optimisation_flags(t: argparse.ArgumentParser) -> None:
 
 def _add_model_flags(t: argparse.ArgumentParser) -> None:
     m = t.add_argument_group("model (family config keys)")
-    m.add_argument("--trace", choices=["exact", "hutchinson"], help="divergence estimator")
+    m.add_argument(
+        "--net",
+        choices=["auto", "mlp", "unet"],
+        help="network: auto (the U-Net for images, else the MLP), mlp (on images: "
+        "flattened) or unet (images only)",
+    )
+    m.add_argument(
+        "--trace",
+        choices=["auto", "exact", "hutchinson"],
+        help="divergence estimator (auto: exact for small dimensions)",
+    )
     m.add_argument(
         "--adjoint", action=argparse.BooleanOptionalAction, help="gradients by the adjoint method"
     )
@@ -295,6 +320,8 @@ def print_fit(fitted: FitResult) -> None:
         table["final training loss"] = result.losses[-1]
     if "nll" in result.eval:
         table["held-out NLL (nats)"] = result.eval["nll"]
+    if "bits_per_dim" in result.eval:  # discrete data: the dequantized bound
+        table["held-out bits/dim"] = result.eval["bits_per_dim"]
     if "accuracy" in result.eval:
         table["held-out accuracy"] = result.eval["accuracy"]
     print_table("trained", table)

@@ -1,6 +1,7 @@
 """Data: the 2-D toy sets with known densities, sklearn's digits, user files (with an
 optional label column), standardisation, and images (built-in sets, folders, IDX files,
-NumPy arrays) with their number of grey levels."""
+NumPy arrays) with their number of grey levels; :func:`data_kind` tells which kind
+(continuous, discrete, images) a spec names."""
 
 from probpath.data._toy_density import toy_log_prob
 from probpath.data.digits import DIGITS, DIGITS_SHAPE, load_digits
@@ -25,10 +26,12 @@ from probpath.data.image_set import (
     to_pixels,
 )
 from probpath.data.images import load_images
+from probpath.data.kinds import DATA_KINDS, DataKind, data_kind, integer_dtype
 from probpath.data.standardize import Standardizer
 from probpath.data.toy import TOY_CLASSES, TOY_ENTROPY, TOY_NAMES, make_generator, sample_toy
 
 __all__ = [
+    "DATA_KINDS",
     "DIGITS",
     "DIGITS_SHAPE",
     "IMAGE_KEYS",
@@ -39,9 +42,12 @@ __all__ = [
     "TOY_CLASSES",
     "TOY_ENTROPY",
     "TOY_NAMES",
+    "DataKind",
     "ImageSet",
     "LabelledData",
     "Standardizer",
+    "data_kind",
+    "integer_dtype",
     "is_finite",
     "level_width",
     "load_array",

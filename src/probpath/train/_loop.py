@@ -85,9 +85,12 @@ def check_label_rows(labels: Tensor, data: Tensor, name: str) -> None:
         )
 
 
-def check_data(data: Tensor, name: str) -> None:
-    if not isinstance(data, Tensor) or not data.is_floating_point() or data.ndim < 2:
-        raise TypeError(f"{name} must be a floating tensor of shape (n, ...), got {data!r:.80}")
+def check_data(data: Tensor, name: str, integer: bool = False) -> None:
+    """Finite rows (n, ...): floating, or integer (levels) when ``integer``."""
+    ok = isinstance(data, Tensor) and data.ndim >= 2
+    if not ok or not (data.is_floating_point() or (integer and not data.is_complex())):
+        what = "a floating or integer" if integer else "a floating"
+        raise TypeError(f"{name} must be {what} tensor of shape (n, ...), got {data!r:.80}")
     if len(data) == 0:
         raise ValueError(f"{name} is empty")
     bad = ~torch.isfinite(data.reshape(len(data), -1)).all(dim=1)
@@ -99,12 +102,18 @@ def check_data(data: Tensor, name: str) -> None:
 
 
 def check_inputs(
-    data: Tensor, labels: Tensor | None, eval_data: Tensor | None, eval_labels: Tensor | None
+    data: Tensor,
+    labels: Tensor | None,
+    eval_data: Tensor | None,
+    eval_labels: Tensor | None,
+    *,
+    integer: bool = False,
 ) -> None:
-    """The trainer's rows and labels: finite floating rows, one integer label per row."""
-    check_data(data, "data")
+    """The trainer's rows and labels: finite floating rows (or integer ones, with
+    ``integer``: discrete data the trainer transforms per batch), one integer label per row."""
+    check_data(data, "data", integer)
     if eval_data is not None:
-        check_data(eval_data, "eval_data")
+        check_data(eval_data, "eval_data", integer)
     if labels is not None:
         check_label_rows(labels, data, "labels")
     if eval_labels is not None:

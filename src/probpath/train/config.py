@@ -11,8 +11,9 @@ from typing import Any
 
 from probpath.data.image_set import TEST_FRACTION
 
-__all__ = ["HELD_OUT", "RunConfig", "TrainConfig", "lr_factor"]
+__all__ = ["HELD_OUT", "IMAGE_SPACES", "RunConfig", "TrainConfig", "lr_factor"]
 
+IMAGE_SPACES = ("centered", "logit")
 _OPTIMIZERS = ("adam", "adamw")
 _SCHEDULES = ("constant", "cosine")
 # Fields that may change when a run is resumed without changing its mathematics.
@@ -157,13 +158,23 @@ class RunConfig:
     Attributes:
         model: registry name of the family (``probpath.models.MODELS``).
         model_config: keyword arguments of ``probpath.models.build(model, ...)``.
-        data: a toy-set name, ``digits`` or a data file path (``probpath.data.load_dataset``).
+        data: a toy-set name, an image set's name (``digits``, ``mnist5k``), a data file, an
+            image folder or file; its kind (continuous, discrete or images) follows from it
+            (:func:`probpath.data.data_kind`).
         n_train, n_eval: rows drawn for training and for held-out evaluation; ``None``
             takes the default (:meth:`sizes`).
         label_column: the label column of a data file (index or CSV header name); never a
             feature, and the labels of a conditional model or classifier.
-        standardize: fit a per-dimension standardisation on the training rows.
+        standardize: fit a per-dimension standardisation on the training rows (vectors;
+            images always take the ``image_space`` map).
         train: the :class:`TrainConfig`.
+        levels: K, the number of levels of discrete data (values 0..K-1); ``None`` takes
+            the data's own (17 for ``digits``, 256 for 8-bit images and uint8 files, the
+            largest value + 1 for other integers) and :func:`~probpath.train.fit` saves
+            it; given for a file of floats or a CSV, it makes the data discrete.
+        image_space: the model space of images: ``"centered"`` (pixel k at
+            2 k / (K - 1) - 1, the diffusion models' [-1, 1]) or ``"logit"`` (FFJORD's
+            logit of the unit cube); see :class:`probpath.dequantization.Dequantizer`.
 
     Example:
         >>> c = RunConfig(model="cnf", data="8gaussians", train=TrainConfig(steps=5))
@@ -179,12 +190,19 @@ class RunConfig:
     standardize: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
     label_column: int | str | None = None
+    levels: int | None = None
+    image_space: str = "centered"
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_eval"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        k = self.levels
+        if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
+            raise ValueError(f"levels (K, values 0..K-1) must be an integer >= 2, got {k!r}")
+        if self.image_space not in IMAGE_SPACES:
+            raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {self.image_space!r}")
 
     def sizes(self, n_rows: int | None) -> tuple[int, int]:
         """``(n_train, n_eval)``, the unset ones filled in.

@@ -5,6 +5,7 @@ bounded by the chunk and independent of the number of solver steps."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,15 +14,27 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..metrics import bits_per_dim
 from ._loop import accepts
+from .space import ModelSpace
 
-__all__ = ["count_nfe", "default_evaluate", "map_chunks"]
+__all__ = [
+    "count_nfe",
+    "default_evaluate",
+    "dequantized_nll",
+    "has_likelihood",
+    "map_chunks",
+]
 
 
 @contextmanager
-def count_nfe(model: nn.Module) -> Iterator[dict[str, int]]:
+def count_nfe(
+    model: nn.Module, *, progress: bool = False, desc: str | None = None
+) -> Iterator[dict[str, int]]:
     """Counts forward calls of each parametrised child module; ``nfe`` is the largest
     (for a flow, the calls of its vector-field network: the function evaluations).
+    ``progress`` shows a bar of the evaluations as they happen (a sampler's or a solver's
+    steps, whatever their number).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2))
@@ -32,17 +45,21 @@ def count_nfe(model: nn.Module) -> Iterator[dict[str, int]]:
     """
     counts: dict[str, int] = {"nfe": 0}
     handles = []
+    bar = tqdm(disable=not progress, desc=desc, unit=" evals", leave=False)
     for name, child in model.named_children():
         if any(True for _ in child.parameters()):
 
             def hook(*_: Any, name: str = name) -> None:
                 counts[name] = counts.get(name, 0) + 1
-                counts["nfe"] = max(counts["nfe"], counts[name])
+                if counts[name] > counts["nfe"]:
+                    counts["nfe"] = counts[name]
+                    bar.update(1)
 
             handles.append(child.register_forward_pre_hook(hook))
     try:
         yield counts
     finally:
+        bar.close()
         for h in handles:
             h.remove()
 
@@ -77,6 +94,24 @@ def map_chunks(
     return torch.cat(out)
 
 
+def has_likelihood(model: Any) -> bool:
+    """Whether ``model.log_prob`` can be evaluated: the model has one and, if it is
+    normalised by quadrature on a grid (an EBM), the grid exists (2-D data only).
+
+    Example:
+        >>> from probpath.models import EBM
+        >>> has_likelihood(EBM(dim=2)), has_likelihood(EBM(dim=3)), has_likelihood(nn.Linear(2, 2))
+        (True, False, False)
+    """
+    if not hasattr(model, "log_prob"):
+        return False
+    try:
+        getattr(model, "grid", lambda: None)()
+    except ValueError:  # no quadrature grid in this dimension: no normaliser
+        return False
+    return True
+
+
 def default_evaluate(
     model: nn.Module,
     data: Tensor,
@@ -86,6 +121,7 @@ def default_evaluate(
     fast: bool = False,
     log_det: float = 0.0,
     progress: bool = False,
+    space: ModelSpace | None = None,
 ) -> dict[str, float]:
     """Held-out negative log-likelihood in nats, ``nll = -mean(model.log_prob(x)) - log_det``.
 
@@ -96,14 +132,29 @@ def default_evaluate(
     ``fast=True`` (the trainer's periodic evaluation) asks a model whose ``log_prob`` takes
     a ``fast`` keyword for its cheaper setting (e.g. the training tolerance of a CNF);
     ``progress`` shows a bar. A conditional model's ``log_prob`` is its unconditional
-    (null-label) likelihood, so ``labels`` are not used. A model without ``log_prob`` (a
-    classifier) is scored by its held-out training loss with ``labels`` and a fixed noise
-    seed (``loss``), and by ``model.accuracy(x, y)`` where it has one (``accuracy``).
+    (null-label) likelihood, so ``labels`` are not used. A model without a likelihood (a
+    classifier; an EBM beyond 2-D, :func:`has_likelihood`) is scored by its held-out
+    training loss with ``labels`` and a fixed noise seed (``loss``), and by
+    ``model.accuracy(x, y)`` where it has one (``accuracy``).
+
+    ``space`` is the model space of discrete ``data`` (integer levels,
+    :class:`.space.ModelSpace`): the NLL is then the dequantized bound on -log P(x) (one
+    draw per row from a generator seeded by 0), reported with its ``bits_per_dim``, and a
+    classifier sees the centres of the cubes.
     """
     p = next(model.parameters())
     m: Any = model
-    if hasattr(m, "log_prob"):
-        kwargs = {"fast": True} if fast and accepts(m.log_prob, "fast") else {}
+    kwargs: dict[str, Any] = {}
+    if fast and accepts(getattr(m, "log_prob", None), "fast"):
+        kwargs["fast"] = True
+    likelihood = has_likelihood(m)
+    if space is not None and space.dequantizer is not None:
+        if likelihood:
+            nll = dequantized_nll(m, data, space, chunk=chunk, progress=progress, **kwargs)
+            mean = float(nll.double().mean())
+            return {"nll": mean, "bits_per_dim": float(bits_per_dim(mean, data[0].numel()))}
+        data = space.forward(data, dtype=p.dtype)[0]
+    if likelihood:
         x = data.to(device=p.device, dtype=p.dtype)
         lp = map_chunks(
             lambda b: m.log_prob(b, **kwargs), x, chunk=chunk, progress=progress, desc="eval"
@@ -122,3 +173,29 @@ def default_evaluate(
             if yb is not None and hasattr(m, "accuracy"):
                 sums["accuracy"] = sums.get("accuracy", 0.0) + m.accuracy(xb, kw["y"]) * len(xb)
     return {k: v / len(data) for k, v in sums.items()}
+
+
+def dequantized_nll(
+    model: nn.Module,
+    x: Tensor,
+    space: ModelSpace,
+    *,
+    k: int = 1,
+    seed: int = 0,
+    chunk: int = 2048,
+    progress: bool = False,
+    desc: str | None = None,
+    **kwargs: Any,
+) -> Tensor:
+    """The dequantized bound on -log P(x) of discrete data ``x`` (integer levels) in nats
+    per example, shape (n,), under ``model.log_prob(z, **kwargs)``: ``space.nll`` with
+    ``k`` draws per example from a generator seeded by ``seed``, ``chunk // k`` examples
+    at a time (:func:`map_chunks`)."""
+    p = next(model.parameters())
+    gen = torch.Generator(device=p.device).manual_seed(seed)
+    log_prob = functools.partial(getattr(model, "log_prob"), **kwargs)  # noqa: B009
+
+    def nll(b: Tensor) -> Tensor:
+        return space.nll(log_prob, b.to(p.device), k=k, generator=gen, dtype=p.dtype)
+
+    return map_chunks(nll, x, chunk=max(1, chunk // k), progress=progress, desc=desc)

@@ -1,9 +1,10 @@
 """A run folder: what was trained on what, and how to get the trained model back.
 
-Layout of ``RUN/``: ``config.json`` (a :class:`~probpath.train.config.RunConfig`),
-``metrics.jsonl`` (the training log), ``checkpoints/step_*/`` (see :mod:`.checkpoint`)
-and the PNGs of ``probpath plot``. The data standardisation and, for a run on labelled
-data, the class names (label k is ``classes[k]``) are stored in every checkpoint.
+Layout of ``RUN/``: ``config.json`` (a :class:`~probpath.train.config.RunConfig`, with the
+levels K of discrete data), ``metrics.jsonl`` (the training log), ``checkpoints/step_*/``
+(see :mod:`.checkpoint`) and the PNGs of ``probpath plot``. The data standardisation, the
+data's kind and shape and, for a run on labelled data, the class names (label k is
+``classes[k]``) are stored in every checkpoint.
 """
 
 from __future__ import annotations
@@ -17,66 +18,134 @@ import torch
 from torch import Tensor, nn
 
 from ..data import Standardizer
+from ..dequantization import Dequantizer
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import RunConfig
-from .evaluate import count_nfe, map_chunks
-from .rows import RunRows, load_rows, to_data_space, to_model_space
+from .evaluate import count_nfe, dequantized_nll, map_chunks
+from .rows import RunRows, load_rows
+from .space import ModelSpace
 
-__all__ = ["LoadedRun", "check_weights", "load_run"]
+__all__ = ["LoadedRun", "check_weights", "load_run", "run_space"]
+
+
+def run_space(config: RunConfig, kind: str, standardizer: Standardizer | None) -> ModelSpace:
+    """The model space of a run on data of ``kind`` (``RunRows.kind``): continuous rows
+    by ``standardizer``; images by the run's ``image_space`` map; integer vectors on their
+    integer scale, standardised by ``standardizer`` (if any); each reshaped to the shape
+    the model takes (its config's ``shape``, or ``(dim,)``)."""
+    mc = config.model_config
+    shape = tuple(mc["shape"]) if "shape" in mc else (mc["dim"],) if "dim" in mc else None
+    if kind == "continuous":
+        return ModelSpace(standardizer=standardizer, shape=shape)
+    if config.levels is None:
+        raise ValueError(f"a run on {kind} data needs its levels K in its config")
+    if kind == "images":
+        return ModelSpace(dequantizer=Dequantizer(config.levels, config.image_space), shape=shape)
+    std = standardizer
+    if std is None:  # the integer scale itself
+        d = int(mc["dim"])
+        std = Standardizer((0.0,) * d, (1.0,) * d)
+    dq = Dequantizer(config.levels, "standardized", standardizer=std)
+    return ModelSpace(standardizer=standardizer, dequantizer=dq, shape=shape)
 
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained model, its run config, its data standardisation (``None`` for a run
-    trained on the raw data), the checkpoint step and folder it came from, the run folder
-    and the class names of labelled data (or ``()``).
+    """A trained model, its run config, its model space (:class:`.space.ModelSpace`: the
+    standardisation of vectors, the dequantizer of discrete data), the checkpoint step and
+    folder it came from, the run folder, the class names of labelled data (or ``()``) and
+    the data's ``kind`` and one example's ``shape`` (``RunRows.kind``, ``RunRows.shape``).
 
-    Its methods work in data space: :meth:`sample` undoes the standardisation,
-    :meth:`to_model_space` applies it (with its log-determinant).
+    Its methods work in data space: :meth:`sample` maps samples back (levels for discrete
+    data), :meth:`to_model_space` applies the map (with its log-determinant), :meth:`nll`
+    scores data (the dequantized bound for discrete data).
     """
 
     model: nn.Module
     config: RunConfig
-    standardizer: Standardizer | None
+    space: ModelSpace
     step: int
     path: Path
     run_dir: Path
     classes: tuple[str, ...] = ()
+    kind: str = "continuous"
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def standardizer(self) -> Standardizer | None:
+        """The run's standardisation of vectors (``None``: raw rows, or images)."""
+        return self.space.standardizer
+
+    @property
+    def dequantizer(self) -> Dequantizer | None:
+        """The map of discrete data to model space (``None`` for continuous data)."""
+        return self.space.dequantizer
 
     def rows(self, *, labels: bool = False) -> RunRows:
         """The run's training and held-out rows (data space), as it was trained on them."""
         return load_rows(self.config, labels=labels)
 
     def to_model_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(z, log|det dz/dx|)`` of data rows ``x`` (see :func:`.rows.to_model_space`)."""
-        return to_model_space(self.standardizer, x)
+        """``(z, log|det dz/dx|)`` of data ``x``: standardised rows, or for discrete data
+        the centres of their cubes (:meth:`.space.ModelSpace.forward`)."""
+        p = next(self.model.parameters())
+        return self.space.forward(x, dtype=p.dtype)
 
     def log_prob(
         self, x: Tensor, *, chunk: int = 2048, progress: bool = False, **kwargs: Any
     ) -> Tensor:
-        """log p(x) in nats of the data space, shape (n,): ``model.log_prob(z, **kwargs)``
-        plus log|det dz/dx|, in chunks of ``chunk`` rows under ``torch.no_grad()``, so its
-        memory is bounded by the chunk, whatever the number of solver steps
-        (:func:`.evaluate.map_chunks`)."""
+        """log p(x) in nats of the data space of continuous rows, shape (n,):
+        ``model.log_prob(z, **kwargs)`` plus log|det dz/dx|, in chunks of ``chunk`` rows
+        under ``torch.no_grad()``, so its memory is bounded by the chunk, whatever the
+        number of solver steps (:func:`.evaluate.map_chunks`). Discrete data have
+        probabilities, not densities: see :meth:`nll`."""
+        if self.dequantizer is not None:
+            raise ValueError(
+                f"{self.run_dir} models discrete data ({self.dequantizer.levels} levels): "
+                "score them with nll(), the dequantized bound on -log P(x)"
+            )
         model: Any = self.model
         z, log_det = self.to_model_space(x)
         lp = map_chunks(lambda b: model.log_prob(b, **kwargs), z, chunk=chunk, progress=progress)
         return lp + log_det
 
+    def nll(
+        self,
+        x: Tensor,
+        *,
+        k: int = 1,
+        seed: int = 0,
+        chunk: int = 2048,
+        progress: bool = False,
+        **kwargs: Any,
+    ) -> Tensor:
+        """The NLL of data ``x`` in nats per example, shape (n,): -:meth:`log_prob` of
+        continuous rows; of discrete data the dequantized bound on -log P(x) with ``k``
+        draws per example from a generator seeded by ``seed``
+        (:func:`probpath.dequantization.discrete_nll`), ``chunk // k`` examples at a time.
+        ``kwargs`` go to ``model.log_prob``."""
+        if self.dequantizer is None:
+            return -self.log_prob(x, chunk=chunk, progress=progress, **kwargs)
+        return dequantized_nll(
+            self.model, x, self.space, k=k, seed=seed, chunk=chunk, progress=progress,
+            desc="nll", **kwargs,
+        )  # fmt: skip
+
     def sample(
-        self, n: int, *, seed: int = 0, model: Any = None, **sampling: Any
+        self, n: int, *, seed: int = 0, model: Any = None, progress: bool = False, **sampling: Any
     ) -> tuple[Tensor, int]:
         """``n`` samples in data space and the NFE used, from ``model`` (default: the run's;
         e.g. a guided view of it); ``sampling`` (``sampler``, ``steps``, solver options)
-        goes to ``model.sample_with_nfe`` where the family samples by name."""
+        goes to ``model.sample_with_nfe`` where the family samples by name. ``progress``
+        shows a bar over the network's evaluations."""
         gen = torch.Generator().manual_seed(seed)
         model = self.model if model is None else model
-        with count_nfe(model) as c, torch.no_grad():
+        with count_nfe(model, progress=progress, desc="sample") as c, torch.no_grad():
             if hasattr(model, "sample_with_nfe"):
                 z, nfe = model.sample_with_nfe(n, generator=gen, **sampling)
             else:
                 z, nfe = model.sample(n, generator=gen), None
-        return to_data_space(self.standardizer, z).detach(), c["nfe"] if nfe is None else nfe
+        return self.space.to_data(z.detach(), self.shape), c["nfe"] if nfe is None else nfe
 
 
 def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: Path) -> None:
@@ -130,13 +199,18 @@ def load_run(
     model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})
-    std = extra.get("standardizer")
+    std = (
+        None if extra.get("standardizer") is None else Standardizer.from_dict(extra["standardizer"])
+    )
+    data = extra.get("data") or {"kind": "continuous", "shape": None}  # older runs: vectors
     return LoadedRun(
         model=model,
         config=cfg,
-        standardizer=None if std is None else Standardizer.from_dict(std),
+        space=run_space(cfg, data["kind"], std),
         step=ck.step,
         path=ck.path,
         run_dir=Path(run_dir),
         classes=tuple(extra.get("classes") or ()),
+        kind=data["kind"],
+        shape=None if data["shape"] is None else tuple(data["shape"]),
     )

@@ -58,6 +58,7 @@ def train(
     progress: bool = True,
     labels: Tensor | None = None,
     eval_labels: Tensor | None = None,
+    transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` on the rows of ``data`` by minimising ``model.loss``.
 
@@ -77,6 +78,11 @@ def train(
     labels go along as ``model.loss(x, y=y, generator=g)`` (a conditional network, which
     drops them itself with probability ``p_uncond``, or a classifier); ``eval_labels``
     go to ``evaluate(model, eval_data, eval_labels)``.
+
+    ``transform(batch, generator)`` maps each batch to the model's space after the step's
+    generator is seeded and before the loss draws from it: e.g. fresh dequantization noise
+    for integer ``data`` (then kept on its integer dtype in memory), which a resumed run
+    draws again exactly.
 
     ``resume=True`` continues from the newest checkpoint: a resumed run reproduces the
     uninterrupted run's losses exactly (same device, single process). A NaN/inf loss or
@@ -102,7 +108,7 @@ def train(
         >>> out.step, out.losses[-1] < 1.5 < out.losses[0]
         (300, True)
     """
-    check_inputs(data, labels, eval_data, eval_labels)
+    check_inputs(data, labels, eval_data, eval_labels, integer=transform is not None)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -112,6 +118,7 @@ def train(
     held_out = HeldOut(evaluate or default_evaluate, eval_args, config, progress and info.is_main)
     try:
         loop = _Loop(model, params, config, Path(run_dir), info, resume, extra_state, held_out)
+        loop.transform = transform
         result = loop.run(data, labels, progress=progress)
         if info.distributed:  # rank 0 may still write its checkpoint: leave together
             dist.barrier()
@@ -170,6 +177,7 @@ class _Loop:
         self.losses: list[float] = []
         self.window: dict[str, list[float]] = {}
         self.last_eval: dict[str, float] = {}
+        self.transform: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     def _restore(self) -> None:
         path = latest_checkpoint(self.ckpt_dir)
@@ -245,9 +253,11 @@ class _Loop:
         config, info, t0 = self.config, self.info, time.perf_counter()
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(k, config)
-        x = x.to(device=self.device, dtype=self.dtype)
+        x = x.to(self.device) if self.transform else x.to(device=self.device, dtype=self.dtype)
         y = None if y is None else y.to(self.device)
         self.gen.manual_seed(loss_seed(config.seed, info.rank, k))
+        if self.transform is not None:
+            x = self.transform(x, self.gen).to(self.dtype)
         self.optimizer.zero_grad(set_to_none=True)
         loss, logs = self.loss_fn(x, self.gen, y)
         loss.backward()

@@ -13,6 +13,8 @@ run folder (``config.json``, ``metrics.jsonl``, checkpoints) from a
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import os
 import time
 from collections.abc import Collection
@@ -27,15 +29,17 @@ from ..data import Standardizer
 from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
 from .evaluate import default_evaluate
-from .rows import RunRows, load_rows, to_model_space
-from .run import LoadedRun, check_weights, load_run
+from .rows import RunRows, load_rows
+from .run import LoadedRun, check_weights, load_run, run_space
 from .trainer import TrainResult, train
 
 __all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
 
-LIKE_KEYS = ("data", "label_column", "n_train", "n_eval", "standardize", "seed")
+LIKE_KEYS = (
+    "data", "label_column", "n_train", "n_eval", "standardize", "seed", "levels", "image_space",
+)  # fmt: skip
 """What :func:`config_like` copies from the run a noisy classifier will guide (besides
-its path): the data and how it is split, seeded and standardised."""
+its path): the data and how it is split, seeded, standardised or dequantized."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,9 @@ def config_like(
 
 
 def _labelled(config: RunConfig, conditional: bool, resume: bool) -> bool:
-    """Whether the run trains on labels: a conditional diffusion model or a classifier."""
-    from ..models import MODELS, DiffusionModel, NoisyClassifier
+    """Whether the run trains on labels: a conditional diffusion model or a classifier
+    (a family with ``accuracy``: the noisy classifier, the image classifier)."""
+    from ..models import MODELS, DiffusionModel
 
     if resume:
         return int(config.model_config.get("n_classes") or 0) > 0
@@ -96,14 +101,16 @@ def _labelled(config: RunConfig, conditional: bool, resume: bool) -> bool:
             f"--conditional applies to the diffusion family (ddpm, ncsn, sde, fm), "
             f"not {config.model}"
         )
-    return conditional or (isinstance(family, type) and issubclass(family, NoisyClassifier))
+    return conditional or hasattr(family, "accuracy")
 
 
 def _standardizer(
     config: RunConfig, rows: RunRows, saved: Checkpoint | None, like: LoadedRun | None
 ) -> Standardizer | None:
-    """The run's map to model space: the ``saved`` one on resume, ``like``'s, or fitted on
-    the training rows (``None`` when the run does not standardise)."""
+    """The run's affine map of vectors: the ``saved`` one on resume, ``like``'s, or fitted
+    on the training rows (``None`` when the run does not standardise, and for images)."""
+    if rows.kind == "images":
+        return None
     if saved is not None:
         state = saved.meta["extra"]["standardizer"]
         return None if state is None else Standardizer.from_dict(state)
@@ -112,14 +119,29 @@ def _standardizer(
     return Standardizer.fit(rows.train) if config.standardize else None
 
 
+def _takes(model: str, key: str) -> bool:
+    """Whether the family ``model`` takes the config key ``key``."""
+    from ..models import MODELS
+
+    return key in inspect.signature(MODELS[model]).parameters
+
+
 def _build(config: RunConfig, rows: RunRows, labelled: bool) -> nn.Module:
-    """The model of ``config``, ``dim`` and ``n_classes`` filled in from the data, its
-    initial weights drawn with the run's seed."""
+    """The model of ``config``, its data's shape (``dim`` of vectors, ``shape`` of
+    images), ``n_classes`` and, for images in the centered space, the DDPM decoder's
+    ``levels`` filled in from the data; its initial weights drawn with the run's seed."""
     from ..models import build
 
     model_config = dict(config.model_config)
-    if rows.train.ndim == 2:
+    if rows.kind == "images" and _takes(config.model, "shape"):
+        model_config.setdefault("shape", list(rows.shape))
+    elif rows.kind == "images":  # a family that takes vectors: the images flattened
+        model_config.setdefault("dim", math.prod(rows.shape))
+    elif rows.train.ndim == 2:
         model_config.setdefault("dim", rows.train.shape[1])
+    centered = rows.kind == "images" and config.image_space == "centered"
+    if centered and _takes(config.model, "levels"):
+        model_config.setdefault("levels", rows.levels)
     if labelled:
         k = model_config.setdefault("n_classes", len(rows.classes))
         if k != len(rows.classes):
@@ -143,9 +165,12 @@ def fit(
 
     Loads the rows (:func:`~probpath.train.rows.load_rows`), fits the standardisation on
     the training rows (or reuses ``like``'s, or the saved one on resume), builds the model
-    (``dim`` and ``n_classes`` from the data), writes ``config.json`` with the complete
-    model config and the sizes used, and trains with :func:`~probpath.train.trainer.train`;
-    the held-out NLL it reports is in nats of the data space. ``resume=True`` continues
+    (``dim`` or ``shape``, and ``n_classes``, from the data), writes ``config.json`` with
+    the complete model config, the sizes and the levels used, and trains with
+    :func:`~probpath.train.trainer.train`; the held-out NLL it reports is in nats of the
+    data space. Discrete data (images, integer files) stay integer levels in memory and
+    are dequantized per batch with the step's noise (:class:`.space.ModelSpace`); their
+    held-out NLL is the dequantized bound on -log P(x), with its bits/dim. ``resume=True`` continues
     the run in ``run_dir`` (``config`` is its saved one, ``train.steps`` may be raised);
     ``conditional=True`` trains a diffusion-family model on the data's labels;
     ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`).
@@ -156,8 +181,12 @@ def fit(
     like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like)
     labelled = _labelled(config, conditional, resume)
     rows = load_rows(config, labels=labelled)
+    if config.image_space != "centered" and rows.kind != "images":
+        raise ValueError(f"image_space={config.image_space!r} applies to images; "
+                         f"{config.data} holds {rows.kind} rows")  # fmt: skip
     if not resume:
         config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
+        config = replace(config, levels=rows.levels)
     saved = load_checkpoint(run_dir / "checkpoints") if resume else None
     std = _standardizer(config, rows, saved, like_run)
     model = _build(config, rows, labelled)
@@ -167,28 +196,36 @@ def fit(
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
-    z_train, _ = to_model_space(std, rows.train)
-    z_eval, log_det = to_model_space(std, rows.eval)  # the same log-det for every row
-    evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
+    space = run_space(config, rows.kind, std)
     extra: dict[str, Any] = {
         "standardizer": std.to_dict() if std is not None else None,
         "classes": list(rows.classes) if labelled else None,
         "model_config": config.model_config,  # what check_weights compares config.json with
+        "data": {"kind": rows.kind, "shape": list(rows.shape)},
     }
     if like_run is not None:
         extra["like"] = str(like_run.run_dir)
+    if space.dequantizer is None:  # continuous rows: mapped once, scored in data space
+        data, (eval_data, log_det) = space.forward(rows.train)[0], space.forward(rows.eval)
+        evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
+        transform = None
+    else:  # discrete data: integer levels, dequantized per batch, scored by the bound
+        data, eval_data = rows.train, rows.eval
+        evaluate = functools.partial(default_evaluate, space=space)
+        transform = space.dequantize
     t0 = time.perf_counter()
     result = train(
         model,
-        z_train,
+        data,
         config.train,
         run_dir,
-        eval_data=z_eval,
+        eval_data=eval_data,
         evaluate=evaluate,
         resume=resume,
         extra_state=extra,
         progress=progress,
         labels=rows.train_y,
         eval_labels=rows.eval_y,
+        transform=transform,
     )
     return FitResult(run_dir, config, result, time.perf_counter() - t0)
