@@ -94,12 +94,6 @@ def run(args: argparse.Namespace) -> int:
             lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
             lp_kwargs["n_probes"] = args.probes or 1
     sampling = sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
-    if loaded.kind == "images" and args.judge is None:
-        print(
-            "probpath: note: image samples are scored with --judge RUN (train one with "
-            f"probpath train --model image-classifier --data {loaded.config.data})",
-            file=sys.stderr,
-        )
     rows = evaluate_run(
         loaded,
         data=args.data,
@@ -113,4 +107,10 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     emit(args, EVAL_TITLE, {"run": str(args.run), **rows})
+    if loaded.kind == "images" and args.judge is None:
+        print(
+            "probpath: note: image samples are scored with --judge RUN (train one with "
+            f"probpath train --model image-classifier --data {loaded.config.data})",
+            file=sys.stderr,
+        )
     return 0

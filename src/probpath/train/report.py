@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .. import metrics
-from ..data import TOY_ENTROPY
+from ..data import TOY_ENTROPY, TOY_NAMES, data_kind
 from .evaluate import count_nfe, default_evaluate, has_likelihood, map_chunks
 from .judge import judge_scores, load_judge, sample_per_label
 from .rows import load_features, true_sampler
@@ -35,13 +35,18 @@ def _eval_rows(run: LoadedRun, data: str | None, n: int, seed: int) -> Tensor:
     run's kind and shape, or the first ``n`` of the run's held-out rows."""
     if not data:
         return run.rows().eval[:n]
-    dtype, levels = torch.get_default_dtype(), run.config.levels
-    x = load_features(data, n, run.config.label_column, seed=seed + 1, dtype=dtype, levels=levels)
-    kind = "continuous" if x.is_floating_point() else "images" if x.ndim == 4 else "discrete"
-    if kind != run.kind or (run.shape is not None and tuple(x.shape[1:]) != run.shape):
+    levels = None if data in TOY_NAMES else run.config.levels
+    kind = data_kind(data, levels=levels).kind
+    x = None
+    if kind == run.kind:
+        dtype = torch.get_default_dtype()
+        x = load_features(data, n, run.config.label_column, seed=seed + 1, dtype=dtype,
+                          levels=levels)  # fmt: skip
+    if x is None or (run.shape is not None and tuple(x.shape[1:]) != run.shape):
+        what = "" if x is None else f" of shape {tuple(x.shape[1:])}"
         raise ValueError(
-            f"--data {data} holds {kind} data of shape {tuple(x.shape[1:])}; {run.run_dir} "
-            f"models {run.kind} data of shape {run.shape}"
+            f"--data {data} holds {kind} data{what}; {run.run_dir} models {run.kind} data "
+            f"of shape {run.shape}"
         )
     return x
 
