@@ -80,8 +80,9 @@ def _likelihood(
 ) -> dict[str, Any]:
     """The test NLL in nats of the data space, its standard error over the rows, bits/dim
     and the NFE: of continuous rows their density; of discrete data the dequantized bound
-    on -log P(x) with ``k`` draws per example (the levels K and the bound named)."""
-    with count_nfe(run.model) as c:
+    on -log P(x) with ``k`` draws per example (the levels K and the bound named).
+    ``progress``: bars over the rows and over the network's evaluations."""
+    with count_nfe(run.model, progress=progress, desc="likelihood") as c:
         if run.dequantizer is None:
             if k != 1:
                 raise ValueError(f"k (--k) dequantizes discrete data; {run.run_dir} is continuous")
@@ -102,7 +103,7 @@ def _likelihood(
     return rows
 
 
-def _elbo(run: LoadedRun, x: Tensor, seed: int) -> dict[str, Any]:
+def _elbo(run: LoadedRun, x: Tensor, seed: int, progress: bool) -> dict[str, Any]:
     """The ELBO's bound (:func:`_tightest_bound`) in data space, with its NFE. Discrete
     data: with a discretized decoder of the data's levels, on the pixels themselves (a
     bound on -log P(x), no dequantization term); otherwise at one dequantized draw per
@@ -122,7 +123,7 @@ def _elbo(run: LoadedRun, x: Tensor, seed: int) -> dict[str, Any]:
         gen = torch.Generator(device=p.device).manual_seed(seed)
         z = run.space.dequantize(x.to(p.device), gen, dtype=p.dtype)
         log_det = dq.log_det(z)
-    with count_nfe(model) as c:
+    with count_nfe(model, progress=progress, desc="ELBO") as c:
         rows = _tightest_bound(model, z, log_det, seed)
     rows["nfe_nll_bound"] = c["nfe"]
     if dq is not None:
@@ -186,7 +187,7 @@ def evaluate_run(
     else:  # e.g. an EBM beyond 2-D: no normaliser; its held-out training loss instead
         rows["loss"] = default_evaluate(run.model, run.to_model_space(x)[0])["loss"]
     if hasattr(run.model, "nll_bounds"):  # DDPM's ELBO: an upper bound of the NLL
-        rows.update(_elbo(run, x, seed))
+        rows.update(_elbo(run, x, seed, progress))
     if name in TOY_ENTROPY:
         rows["entropy_nats"] = float(TOY_ENTROPY[name])
         rows["gap_nats"] = rows["nll_nats"] - float(TOY_ENTROPY[name])
