@@ -285,7 +285,10 @@ def _curves_png(run: LoadedRun) -> Path | None:
     if not log.is_file():
         return None
     present = set().union(*(json.loads(line) for line in log.read_text().splitlines()))
-    names = ("loss", "nfe", "eval_nll", "eval_loss", "eval_accuracy", "grad_norm", "lr")
+    names = (
+        "loss", "nfe", "eval_nll", "eval_bits_per_dim", "eval_loss", "eval_accuracy", "grad_norm",
+        "lr",
+    )  # fmt: skip
     keys = [k for k in names if k in present]
     return plots.plot_training_curves(log, run.run_dir / "training_curves.png", keys=keys)
 
