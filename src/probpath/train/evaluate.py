@@ -190,10 +190,13 @@ def dequantized_nll(
     """The dequantized bound on -log P(x) of discrete data ``x`` (integer levels) in nats
     per example, shape (n,), under ``model.log_prob(z, **kwargs)``: ``space.nll`` with
     ``k`` draws per example from a generator seeded by ``seed``, ``chunk // k`` examples
-    at a time (:func:`map_chunks`)."""
+    at a time (:func:`map_chunks`). A ``log_prob`` that draws (Hutchinson's probes) takes
+    the same generator unless ``kwargs`` give one: the bound is a function of ``seed``."""
     p = next(model.parameters())
     gen = torch.Generator(device=p.device).manual_seed(seed)
-    log_prob = functools.partial(getattr(model, "log_prob"), **kwargs)  # noqa: B009
+    fn = getattr(model, "log_prob")  # noqa: B009
+    seeded = {"generator": gen} if accepts(fn, "generator") else {}
+    log_prob = functools.partial(fn, **{**seeded, **kwargs})
 
     def nll(b: Tensor) -> Tensor:
         return space.nll(log_prob, b.to(p.device), k=k, generator=gen, dtype=p.dtype)
