@@ -35,8 +35,10 @@ def tiny(data: str, *extra: str) -> list[str]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_images")
     for name, flags in FAMILIES.items():
-        argv = ["train", "--out", str(root / name), *tiny("digits", *flags)]
+        drawn = [] if name == "fm" else ["--no-plot"]  # train draws an image run's PNGs
+        argv = ["train", "--out", str(root / name), *tiny("digits", *flags, *drawn)]
         assert main(argv) == 0, name
+    assert (root / "fm" / "samples.png").is_file() and not (root / "cnf" / "samples.png").exists()
     np.save(root / "pixels.npy", np.arange(64 * 6, dtype=np.uint8).reshape(64, 6))
     assert main(["train", "--out", str(root / "vec"), *tiny(str(root / "pixels.npy"))]) == 0
     assert main(["train", "--out", str(root / "moons"), *tiny("moons")]) == 0

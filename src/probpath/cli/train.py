@@ -1,4 +1,5 @@
-"""``probpath train``: flags and config file → :class:`RunConfig` → :func:`probpath.train.fit`."""
+"""``probpath train``: flags and config file → :class:`RunConfig` → :func:`probpath.train.fit`;
+an image run then draws its samples (:func:`probpath.train.plot_run`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..train import FitResult, RunConfig, config_like, fit
+from ..train import FitResult, RunConfig, config_like, fit, load_run, plot_run
 from ._common import add_solver_flags, print_table
 
 __all__ = ["MODEL_FLAGS", "RUN_FLAGS", "TRAIN_FLAGS", "add_parser", "merge_config", "run"]
@@ -228,6 +229,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_label_flags(t)
     add_solver_flags(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-plot",
+        action="store_true",
+        help="images: skip the sample grid and plots written after training",
+    )
     t.set_defaults(func=run)
 
 
@@ -344,4 +350,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print_fit(fitted)
+    if not args.no_plot and os.environ.get("RANK", "0") == "0":
+        loaded = load_run(args.out)
+        if loaded.kind == "images":  # one command: trained, scored, sampled and drawn
+            for path in plot_run(loaded, progress=not args.quiet):
+                print(path)
     return 0
