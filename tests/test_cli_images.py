@@ -117,7 +117,7 @@ def test_integer_vectors_are_discrete(runs, tmp_path, capsys):
         (["eval", "{moons}", "--judge", "{ddpm}"], "--judge scores images"),
         (["eval", "{moons}", "--k", "2"], "dequantizes discrete data"),
         (["eval", "{ddpm}", "--judge", "{fm}"], "train a judge with probpath train --model"),
-        (["eval", "{fm}", "--probes", "4"], "--probes N (N >= 1) goes with --nll hutchinson"),
+        (["eval", "{fm}", "--probes", "4", "--nll", "exact"], "none with --nll exact"),
         (["eval", "{fm}", "--data", "moons"], "models images data of shape (1, 8, 8)"),
         (["train", "--out", "{tmp}", *tiny("moons", "--levels", "4")], "continuous toy set"),
         (

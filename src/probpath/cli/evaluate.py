@@ -44,7 +44,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "model's; exact for small dimensions)",
     )
     e.add_argument(
-        "--probes", type=int, help="Hutchinson probes per row of --nll hutchinson (default 1)"
+        "--probes",
+        type=int,
+        help="Hutchinson probes per row, averaged (--nll hutchinson, or a Hutchinson CNF; "
+        "default 1)",
     )
     e.add_argument(
         "--k",
@@ -82,17 +85,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     takes = inspect.signature(model.log_prob).parameters
     lp_kwargs: dict[str, Any] = {k: v for k, v in solver.items() if k in takes}
-    if args.nll is not None or args.probes is not None:
+    if args.nll is not None:
         if "trace" not in takes:
-            raise ValueError(
-                f"--nll and --probes apply to the diffusion family, not {type(model).__name__}"
-            )
-        if args.probes is not None and (args.nll != "hutchinson" or args.probes < 1):
-            raise ValueError("--probes N (N >= 1) goes with --nll hutchinson")
+            raise ValueError(f"--nll applies to the diffusion family, not {type(model).__name__}")
         lp_kwargs["trace"] = args.nll
-        if args.nll == "hutchinson":
-            lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
-            lp_kwargs["n_probes"] = args.probes or 1
+    if args.probes is not None:
+        if "n_probes" not in takes or args.nll == "exact" or args.probes < 1:
+            raise ValueError(
+                "--probes N (N >= 1) averages N probes of a Hutchinson trace (--nll "
+                f"hutchinson, or a CNF trained with it); {type(model).__name__}'s "
+                f"log_prob takes {'none' if 'n_probes' not in takes else 'none with --nll exact'}"
+            )
+        lp_kwargs["n_probes"] = args.probes
+    if "generator" in takes and (args.nll == "hutchinson" or args.probes is not None):
+        lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
     sampling = sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
     rows = evaluate_run(
         loaded,
