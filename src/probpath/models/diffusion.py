@@ -39,6 +39,7 @@ samplers see.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -47,8 +48,9 @@ from torch import Tensor, nn
 
 from probpath.models._predictions import PathPredictions, PathSampling
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
+from probpath.models._shape import NetSpec, data_shape, family_net
 from probpath.models.base import LossOutput
-from probpath.nets import MLP, check_labels
+from probpath.nets import check_labels
 from probpath.parametrize import KINDS
 from probpath.paths import GaussianPath, Schedule, make_schedule
 from probpath.samplers._common import Callback
@@ -188,11 +190,19 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
     """A network on a Gaussian path, in any parametrisation, with every sampler.
 
     Args:
-        dim: data dimension.
+        dim: data dimension (vectors; default 2); ``shape``: one example's shape instead,
+            ``[C, H, W]`` for images (``dim`` is then its product). Every method takes
+            batches ``(batch, *shape)``.
         schedule: a :func:`probpath.paths.make_schedule` name ("vp", "subvp", "vp-cosine",
             "ve", "ot", "ddpm-linear", "ddpm-cosine"); ``schedule_kwargs`` its arguments.
         prediction: the network's output kind: "eps", "x0", "score", "v" or "velocity".
-        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP`; the network
+        net: the network, ``"auto"`` (the U-Net for images, else the MLP), ``"mlp"`` or
+            ``"unet"`` (:func:`probpath.nets.build_net`, role ``"field"``; ``config`` keeps
+            the resolved kind), with ``net_config`` overriding its sizes (e.g.
+            ``{"base_channels": 16}``); or any callable ``net(x, t)`` (``net(x, t, y=...)``
+            for a conditional model, ``y=None`` meaning the null label), e.g. an analytic
+            oracle in tests, which is not part of ``config``.
+        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP`'s; the network
             sees ``t`` in [0, 1] (a DDPM index i is ``t = i / T``).
         t_min: the data end of sampling and likelihood (default 1e-5 for "ot", else 1e-3).
         t_max: the noise end; default 1, or ``1 - t_min`` where alpha(1) = 0.
@@ -201,9 +211,6 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
             (:class:`~probpath.nets.MLP`), and is trained with labels dropped to null with
             probability ``p_uncond`` (:meth:`with_labels`), ready for classifier-free
             guidance (:func:`probpath.guidance.guide`).
-        net: any callable ``net(x, t)`` instead of the MLP (e.g. an analytic oracle in tests,
-            or a U-Net; ``net(x, t, y=...)`` for a conditional model, ``y=None`` meaning the
-            null label); it is not part of ``config``.
 
     Sampling: ``samplers`` lists the accepted names (and ``"em"``, ``"ode"`` for
     ``"euler-maruyama"``, ``"pf-ode"``); ``sample(n, sampler=..., steps=..., **options)``
@@ -235,7 +242,7 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         schedule: str = "vp",
         schedule_kwargs: dict[str, Any] | None = None,
         prediction: str = "eps",
@@ -245,11 +252,14 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
-        net: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.shape = data_shape(dim, shape)
         if prediction not in KINDS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {KINDS}")
         if n_classes < 0 or not 0.0 <= p_uncond <= 1.0:
@@ -260,13 +270,21 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         self.schedule = make_schedule(schedule, **kwargs)
         self.path = GaussianPath(self.schedule)
         t_min, t_max = default_time_range(schedule, self.schedule, t_min, t_max)
-        self.dim, self.prediction, self.t_min, self.t_max = dim, prediction, t_min, t_max
+        self.dim, self.prediction = math.prod(self.shape), prediction
+        self.t_min, self.t_max = t_min, t_max
         self.n_classes, self.p_uncond = int(n_classes), float(p_uncond)
         # the path's name and arguments: NoisyClassifier(**model.schedule_config, ...) is a
         # classifier on the same path, for classifier guidance
         self.schedule_config: dict[str, Any] = dict(schedule=schedule, schedule_kwargs=kwargs)
+        self.net, kind, net_config = family_net(
+            net, self.shape, role="field", n_classes=self.n_classes, net_config=net_config,
+            mlp=dict(hidden=tuple(hidden), activation=activation, time_embedding=time_embedding),
+        )  # fmt: skip
         self.config: dict[str, Any] = dict(
-            dim=dim,
+            dim=self.dim,
+            shape=list(self.shape),
+            net=kind,
+            net_config=net_config,
             schedule=schedule,
             schedule_kwargs=kwargs,
             prediction=prediction,
@@ -278,9 +296,6 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
             n_classes=self.n_classes,
             p_uncond=self.p_uncond,
         )
-        if net is None:
-            net = MLP(dim, hidden, activation, time_embedding, n_classes=self.n_classes)
-        self.net = net
         self.sde = SDE(self.schedule)
         # follows .to(dtype/device) even when the network has no parameters
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
