@@ -41,11 +41,21 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from probpath.models._path_samplers import (
+    FIXED_NFE,
+    DPMMethod,
+    dpm_entry,
+    dpm_nfe,
+    euler_maruyama_entry,
+    heun_entry,
+    pc_entry,
+    pf_ode_entry,
+)
 from probpath.models._predictions import PathPredictions, PathSampling
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
 from probpath.models._shape import NetSpec, data_shape, family_net
@@ -53,10 +63,6 @@ from probpath.models.base import LossOutput
 from probpath.nets import check_labels
 from probpath.parametrize import KINDS
 from probpath.paths import GaussianPath, Schedule, make_schedule
-from probpath.samplers._common import Callback
-from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
-from probpath.samplers.ode import edm_times, heun_edm, probability_flow
-from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 from probpath.sdes import SDE
 
 __all__ = [
@@ -67,110 +73,6 @@ __all__ = [
     "SamplerEntry",
     "default_time_range",
 ]
-
-_FIXED_NFE = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}  # NFE per step of each method
-_DPM_NFE = {"2m": 1, "1": 1, "2": 2, "3": 3}  # NFE per step of each DPM-Solver variant
-DPMMethod = Literal["2m", "1", "2", "3"]
-"""``"2m"``: DPM-Solver++(2M); ``"1"`` .. ``"3"``: singlestep DPM-Solver of that order."""
-
-
-def _euler_maruyama(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 1000,
-    final_noise: bool = False,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """The reverse SDE by Euler–Maruyama (:func:`probpath.samplers.reverse_sde_euler`)."""
-    return reverse_sde_euler(
-        m.score, x, m.time_grid(steps, x), schedule=m.schedule, final_noise=final_noise,
-        generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _pc(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 500,
-    snr: float = 0.16,
-    n_corrector: int = 1,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """Predictor–corrector (:func:`probpath.samplers.predictor_corrector`)."""
-    return predictor_corrector(
-        m.score, x, m.time_grid(steps, x), schedule=m.schedule, snr=snr,
-        n_corrector=n_corrector, generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _pf_ode(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int | None = None,
-    method: str | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    options: dict[str, Any] | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """The PF-ODE with any :func:`probpath.solvers.odeint` ``method``: dopri5 by default, heun
-    when ``steps`` is given; a fixed-step method without ``steps`` takes 100."""
-    if method is None:
-        method = "dopri5" if steps is None else "heun"
-    if steps is None:
-        steps = 100 if method in _FIXED_NFE else 1
-    return probability_flow(
-        m.velocity, x, m.time_grid(steps, x), method=method, rtol=rtol, atol=atol,
-        options=options, generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _heun(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 20,
-    rho: float = 7.0,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """EDM's Heun (:func:`probpath.samplers.heun_edm`) on the ``rho`` grid of ``edm_times``."""
-    ts = edm_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max, rho=rho).to(x)
-    return heun_edm(m.eps, x, ts, schedule=m.schedule, generator=generator, callback=callback)
-
-
-def _dpm_nfe(method: str) -> int:
-    """NFE per step of the DPM-Solver variant ``method``, checked."""
-    if method not in _DPM_NFE:
-        raise ValueError(f"dpm method must be one of {', '.join(_DPM_NFE)}, got {method!r}")
-    return _DPM_NFE[method]
-
-
-def _dpm(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 20,
-    method: DPMMethod = "2m",
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """DPM-Solver on ``logsnr_times`` (:func:`probpath.samplers.dpm_solver`, ``dpm_solver_pp``)."""
-    order = _dpm_nfe(method)  # a singlestep solver of order k spends k NFE a step
-    ts = logsnr_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max).to(x)
-    if method == "2m":
-        return dpm_solver_pp(
-            m.x0, x, ts, schedule=m.schedule, generator=generator, callback=callback
-        )
-    return dpm_solver(
-        m.eps, x, ts, schedule=m.schedule, order=order, generator=generator, callback=callback
-    )
 
 
 def default_time_range(
@@ -215,7 +117,8 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
     Sampling: ``samplers`` lists the accepted names (and ``"em"``, ``"ode"`` for
     ``"euler-maruyama"``, ``"pf-ode"``); ``sample(n, sampler=..., steps=..., **options)``
     returns samples and ``sample_with_nfe`` also the NFE used; ``sampler_options(name)``
-    lists a sampler's options and their defaults.
+    lists a sampler's options and their defaults; ``trajectories(n, n_times, sampler=...)``
+    the denoising path x_t of any sampler, shape (n_times, n, *shape).
 
     Example:
         >>> model = DiffusionModel(dim=2, schedule="vp", hidden=[16])
@@ -226,15 +129,20 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         (torch.Size([4, 2]), 10)
         >>> model.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
+        >>> images = DiffusionModel(shape=[1, 8, 8], net_config={"base_channels": 8})
+        >>> images.config["net"], images.sample(2, sampler="heun", steps=2).shape
+        ('unet', torch.Size([2, 1, 8, 8]))
+        >>> images.trajectories(2, n_times=3, sampler="heun", steps=4).shape
+        torch.Size([3, 2, 1, 8, 8])
     """
 
     # entries over PathSampling; a family's own entries may read a subclass of it
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[Any]]] = {
-        "euler-maruyama": SamplerEntry(_euler_maruyama, lambda o: 1),
-        "pc": SamplerEntry(_pc, lambda o: 1 + o["n_corrector"]),
-        "pf-ode": SamplerEntry(_pf_ode, lambda o: _FIXED_NFE.get(o["method"] or "heun")),
-        "heun": SamplerEntry(_heun, lambda o: 2),
-        "dpm": SamplerEntry(_dpm, lambda o: _dpm_nfe(o["method"])),
+        "euler-maruyama": SamplerEntry(euler_maruyama_entry, lambda o: 1),
+        "pc": SamplerEntry(pc_entry, lambda o: 1 + o["n_corrector"]),
+        "pf-ode": SamplerEntry(pf_ode_entry, lambda o: FIXED_NFE.get(o["method"] or "heun")),
+        "heun": SamplerEntry(heun_entry, lambda o: 2),
+        "dpm": SamplerEntry(dpm_entry, lambda o: dpm_nfe(o["method"])),
     }
     SAMPLER_ALIASES: ClassVar[Mapping[str, str]] = {"em": "euler-maruyama", "ode": "pf-ode"}
     default_sampler = "pf-ode"
