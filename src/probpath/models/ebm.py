@@ -43,11 +43,12 @@ IMAGE_LANGEVIN = {"step_size": 1e-3, "n_steps": 1000}
 """Langevin's defaults on images in [-1, 1] (:func:`probpath.data.to_centered`). Chosen on
 the Gaussian fit N(m, S + 0.1² I) of the data (0.1 the default DSM noise, so the smallest
 variance is 0.01), where unadjusted Langevin from N(0, I) is Gaussian in closed form at every
-step: its KL to the target per dimension is 0.0028 (digits, 8x8) and 0.013 (mnist5k, 28x28)
-after these 1000 steps of 1e-3, against 0.031 and 0.057 for the vector defaults (step 0.01
-= the smallest variance: a biased stationary law), and 0.0016 and 0.0068 after 1000 steps of
-3e-3, whose bias floor (0.0015, 0.0031) the longer runs cannot pass
-(benchmarks/bench_ebm_langevin.py, docs/ebm.md)."""
+step. KL to the target per dimension, digits (8x8) / mnist5k (28x28): 0.0028 / 0.013 after
+these 1000 steps of 1e-3, 0.00056 / 0.0067 after 2000; the vector defaults (500 steps of
+0.01, the smallest variance itself) stay at 0.031 / 0.059, a biased stationary law. Steps of
+3e-3 do better at 1000 steps (0.0016 / 0.0068) but stop there (floor 0.0015 / 0.0031) and are
+unstable for an energy whose narrowest direction has a standard deviation below 0.039 (1e-3:
+0.022), so 1e-3 is the safer default (benchmarks/bench_ebm_langevin.py, docs/ebm.md)."""
 
 
 @dataclass(frozen=True)
