@@ -245,6 +245,8 @@ def test_the_image_classifier_learns_a_separable_toy_set() -> None:
         opt.step()
     assert clf.accuracy(x, y) == 1.0 and logs["ce"] < 0.2
     assert clf.features(x).shape == (64, 8) and clf.logits(x).shape == (64, 2)
+    for side, shift in ((8, 0), (28, 2)):  # the default translation: min(H, W) // 14
+        assert build("image-classifier", shape=[1, side, side]).config["shift"] == shift
     with pytest.raises(ValueError, match=r"give shape=\[C, H, W\]"):
         build("image-classifier", dim=64)
     with pytest.raises(ValueError, match="pass y"):

@@ -36,7 +36,27 @@ from probpath.models.diffusion import default_time_range
 from probpath.nets import broadcast_time, check_labels
 from probpath.paths import GaussianPath, Schedule, make_schedule
 
-__all__ = ["NoisyClassifier"]
+__all__ = ["NoisyClassifier", "checked_labels", "classification_loss", "hit_rate"]
+
+
+def checked_labels(x: Tensor, y: Tensor | None, shape: tuple[int, ...], n_classes: int) -> Tensor:
+    """The labels ``y`` of the batch ``x`` (batch, *shape), checked to lie in
+    ``[0, n_classes)``, on x's device."""
+    if y is None:
+        raise ValueError("a classifier trains on labelled data: pass y (data with labels)")
+    check_batch(x, shape)
+    return check_labels(y, x.shape[0], n_classes - 1).to(x.device)
+
+
+def hit_rate(logits: Tensor, y: Tensor) -> float:
+    """The fraction of rows whose largest logit is at the label ``y``."""
+    return float((logits.argmax(-1) == y).to(logits.dtype).mean())
+
+
+def classification_loss(logits: Tensor, y: Tensor) -> LossOutput:
+    """The mean cross-entropy of ``y``, logging it (``ce``) and the accuracy (``acc``)."""
+    loss = F.cross_entropy(logits, y)
+    return loss, {"ce": float(loss.detach()), "acc": hit_rate(logits.detach(), y)}
 
 
 class _AlphaScaledLogits(nn.Module):
@@ -146,24 +166,17 @@ class NoisyClassifier(nn.Module):
     ) -> LossOutput:
         """Cross-entropy of ``y`` at ``x_t = alpha x + sigma eps``, t ~ U(t_min, t_max)
         (``noisy=False``: t = t_min); logs ``ce`` and the batch accuracy ``acc``."""
-        if y is None:
-            raise ValueError("a classifier trains on labelled data: pass y (data with labels)")
-        check_batch(x, self.shape)
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
+        y = checked_labels(x, y, self.shape, self.n_classes)
         t = torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device)
         if self.noisy:
             u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
             t = t + (self.t_max - self.t_min) * u
         x_t, _ = self.path.sample(x, t, generator=generator)
-        logits = self(x_t, t)
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).to(x.dtype).mean()
-        return loss, {"ce": float(loss.detach()), "acc": float(acc)}
+        return classification_loss(self(x_t, t), y)
 
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
         """Fraction of rows of ``x`` (read at ``t = t_min``, no noise added) labelled ``y``."""
-        check_batch(x, self.shape)
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
-        logits = self(x, torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device))
-        return float((logits.argmax(-1) == y).to(x.dtype).mean())
+        y = checked_labels(x, y, self.shape, self.n_classes)
+        t = torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device)
+        return hit_rate(self(x, t), y)

@@ -11,12 +11,15 @@ The network, for images ``(C, H, W)`` in model space ([-1, 1]): per width of
 ``channels`` a 3x3 convolution (padding 1), SiLU and a 2x2 max-pool (a side n becomes
 floor(n/2)); then the flattened maps, a linear layer of ``features`` units with SiLU (the
 features) and a linear layer to the logits. Training shifts each image by up to ``shift``
-pixels in each direction (edge pixels repeated).
+pixels in each direction (edge pixels repeated); by default ``min(H, W) // 14`` pixels,
+2 at 28x28 and none at 8x8.
 
 With :attr:`ImageClassifier.train_defaults` on mnist5k (4000 training images,
 ``split_images``), three seeds reached 98.3, 98.1 and 98.4 % held-out accuracy, without the
 shifts 97.9 %; the 600 steps took 71 s on 2 threads (up to 320 s while the machine was
-shared with other jobs).
+shared with other jobs). On digits (8x8, 1438 training images, one thread) 600 steps gave
+99.2 % without shifts, 98.6 % with 1 pixel and 97.5 % with 2: a shift of a quarter of the
+image costs more than it teaches.
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probpath.models._shape import check_batch, data_shape
 from probpath.models.base import LossOutput
-from probpath.nets import check_labels
+from probpath.models.classifier import checked_labels, classification_loss, hit_rate
 
 __all__ = ["ImageClassifier", "random_shift"]
 
@@ -68,7 +70,8 @@ class ImageClassifier(nn.Module):
             max-pool); at least one, and no more stages than halve the image's sides to one
             pixel.
         features: the width of the penultimate layer (the feature space).
-        shift: training-time random translation in pixels (0 disables it).
+        shift: training-time random translation in pixels (0 disables it); ``None``:
+            ``min(H, W) // 14`` (``config`` keeps the value).
 
     Example:
         >>> clf = ImageClassifier(shape=[1, 8, 8], n_classes=3, channels=[8], features=16)
@@ -93,7 +96,7 @@ class ImageClassifier(nn.Module):
         n_classes: int = 10,
         channels: Sequence[int] = (32, 64),
         features: int = 128,
-        shift: int = 2,
+        shift: int | None = None,
         *,
         shape: Sequence[int] | None = None,
     ) -> None:
@@ -105,6 +108,7 @@ class ImageClassifier(nn.Module):
             )
         c, h, w = self.shape
         stages = len(channels)
+        shift = min(h, w) // 14 if shift is None else shift
         if n_classes < 2 or features < 1 or shift < 0 or not channels or min(channels) < 1:
             raise ValueError(
                 "need n_classes >= 2, features >= 1, shift >= 0 and positive channel widths, "
@@ -146,18 +150,10 @@ class ImageClassifier(nn.Module):
     ) -> LossOutput:
         """Cross-entropy of ``y`` on the randomly shifted batch (:func:`random_shift`),
         logging ``ce`` and the batch accuracy ``acc``."""
-        if y is None:
-            raise ValueError("a classifier trains on labelled data: pass y (data with labels)")
-        check_batch(x, self.shape)
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
-        logits = self.logits(random_shift(x, self.shift, generator))
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).to(x.dtype).mean()
-        return loss, {"ce": float(loss.detach()), "acc": float(acc)}
+        y = checked_labels(x, y, self.shape, self.n_classes)
+        return classification_loss(self.logits(random_shift(x, self.shift, generator)), y)
 
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
         """Fraction of the images ``x`` (unshifted) classified as ``y``."""
-        check_batch(x, self.shape)
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
-        return float((self.logits(x).argmax(-1) == y).to(x.dtype).mean())
+        return hit_rate(self.logits(x), checked_labels(x, y, self.shape, self.n_classes))
