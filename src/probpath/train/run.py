@@ -9,6 +9,7 @@ data, the class names (label k is ``classes[k]``) are stored in every checkpoint
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .config import RunConfig
 from .evaluate import count_nfe, map_chunks
 from .rows import RunRows, load_rows, to_data_space, to_model_space
 
-__all__ = ["LoadedRun", "check_weights", "load_run"]
+__all__ = ["LoadedRun", "build_for", "check_weights", "load_run"]
 
 
 @dataclass(frozen=True)
@@ -93,16 +94,41 @@ def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: 
         for k in names
         if k not in expected or k not in ck.model or expected[k].shape != ck.model[k].shape
     )
-    if not bad:
-        return
+    if bad:
+        drift = _config_drift(ck, config)
+        what = drift or f"the parameters {', '.join(bad[:5])} differ in shape or presence"
+        raise _mismatch(ck, run_dir, what)
+
+
+def build_for(
+    make: Callable[[], nn.Module], ck: Checkpoint, config: RunConfig, run_dir: Path
+) -> nn.Module:
+    """``make()`` the model of ``config`` for the checkpoint ``ck`` and :func:`check_weights`
+    it; a ``config.json`` edited so that it no longer even builds is named the same way."""
+    try:
+        model = make()
+    except (ValueError, TypeError):
+        drift = _config_drift(ck, config)
+        if drift:
+            raise _mismatch(ck, run_dir, drift) from None
+        raise
+    check_weights(model, ck, config, run_dir)
+    return model
+
+
+def _config_drift(ck: Checkpoint, config: RunConfig) -> str | None:
+    """The model config keys of ``config`` that differ from those the checkpoint was trained
+    with, as ``key=now (trained with then)``; ``None`` when the checkpoint does not say."""
     trained = ck.meta.get("extra", {}).get("model_config")
-    if isinstance(trained, dict):
-        now = config.model_config
-        keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
-        what = ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
-    else:
-        what = f"the parameters {', '.join(bad[:5])} differ in shape or presence"
-    raise ValueError(
+    if not isinstance(trained, dict):
+        return None
+    now = config.model_config
+    keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
+    return ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
+
+
+def _mismatch(ck: Checkpoint, run_dir: Path, what: str) -> ValueError:
+    return ValueError(
         f"{run_dir / 'config.json'} no longer matches the checkpoint {ck.path}: {what}; "
         "restore the model config the run was trained with"
     )
@@ -124,9 +150,8 @@ def load_run(
     cfg = RunConfig.load(run_dir)
     if overrides:
         cfg = replace(cfg, model_config={**cfg.model_config, **overrides})
-    model = build(cfg.model, **cfg.model_config)
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
-    check_weights(model, ck, cfg, Path(run_dir))
+    model = build_for(lambda: build(cfg.model, **cfg.model_config), ck, cfg, Path(run_dir))
     model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})

@@ -28,7 +28,7 @@ from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows, to_model_space
-from .run import LoadedRun, check_weights, load_run
+from .run import LoadedRun, build_for, load_run
 from .trainer import TrainResult, train
 
 __all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
@@ -160,10 +160,10 @@ def fit(
         config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
     saved = load_checkpoint(run_dir / "checkpoints") if resume else None
     std = _standardizer(config, rows, saved, like_run)
-    model = _build(config, rows, labelled)
     if saved is not None:
-        check_weights(model, saved, config, run_dir)
+        model = build_for(lambda: _build(config, rows, labelled), saved, config, run_dir)
     else:
+        model = _build(config, rows, labelled)
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
