@@ -154,6 +154,7 @@ def test_classifier_like_a_run_on_another_path_is_refused(runs, tmp_path, capsys
 def test_digits_use_all_rows_and_a_label_file(tmp_path, capsys):
     out = tmp_path / "digits"
     argv = ["train", "--out", str(out), "--model", "fm", "--data", "digits", "--conditional"]
+    argv += ["--net", "mlp", "--no-plot"]
     assert main([*argv, "--steps", "2", "--batch", "16", "--hidden", "8", "--quiet"]) == 0
     cfg = _config(out)
     assert (cfg["n_train"], cfg["n_eval"]) == (1438, 359)  # all 1797 images, 20% held out

@@ -16,13 +16,14 @@ import pytest
 from probpath.cli import main
 
 FAST = ["--rtol", "1e-2", "--atol", "1e-2"]
+MLP = ["--net", "mlp"]  # the U-Net path: test_unet_runs
 FAMILIES = {
     "fm": ["--model", "fm", "--conditional"],
     "ddpm": ["--model", "ddpm", "--set", 'schedule_kwargs={"T": 10}'],
     "cnf": ["--model", "cnf", *FAST],
     "sde": ["--model", "sde"],
     "ncsn": ["--model", "ncsn", "--set", "n_levels=5"],
-    "ebm": ["--model", "ebm", "--set", "objective=dsm", "--set", "n_steps=5"],
+    "ebm": ["--model", "ebm", "--set", "objective=dsm", "--set", "n_steps=10"],
 }
 
 
@@ -36,7 +37,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_images")
     for name, flags in FAMILIES.items():
         drawn = [] if name == "fm" else ["--no-plot"]  # train draws an image run's PNGs
-        argv = ["train", "--out", str(root / name), *tiny("digits", *flags, *drawn)]
+        argv = ["train", "--out", str(root / name), *tiny("digits", *flags, *drawn, *MLP)]
         assert main(argv) == 0, name
     assert (root / "fm" / "samples.png").is_file() and not (root / "cnf" / "samples.png").exists()
     np.save(root / "pixels.npy", np.arange(64 * 6, dtype=np.uint8).reshape(64, 6))
@@ -111,6 +112,24 @@ def test_integer_vectors_are_discrete(runs, tmp_path, capsys):
     assert np.load(out).dtype == np.uint8 and np.load(out).shape == (5, 6)
 
 
+UNET = ["--net", "unet", "--set", 'net_config={"base_channels": 8, "channel_mult": [1]}']
+
+
+def test_unet_runs(tmp_path, capsys):
+    """--net unet on digits: a U-Net field, the DDPM's decoder discretized on the data's 17
+    levels, so its ELBO bounds -log P(x) of the pixels themselves."""
+    ddpm = ["--model", "ddpm", "--set", 'schedule_kwargs={"T": 10}', *UNET]
+    assert main(["train", "--out", str(tmp_path / "u"), *tiny("digits", *ddpm, "--no-plot")]) == 0
+    config = json.loads((tmp_path / "u" / "config.json").read_text())["model_config"]
+    assert (config["net"], config["shape"], config["levels"]) == ("unet", [1, 8, 8], 17)
+    scores, _ = _json(capsys, "eval", str(tmp_path / "u"), "--n", "8", *FAST)
+    assert scores["nll_bound_decoder"] == "discretized" and scores["bits_per_dim"] > 0
+    assert scores["nll_bound_bits_per_dim"] > 0
+    out = tmp_path / "u.npy"
+    assert main(["sample", str(tmp_path / "u"), "--n", "3", "--steps", "3", "--out", str(out)]) == 0
+    assert np.load(out).shape == (3, 1, 8, 8)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -125,6 +144,7 @@ def test_integer_vectors_are_discrete(runs, tmp_path, capsys):
             "applies to images",
         ),
         (["train", "--out", "{tmp}", *tiny("digits", "--label-column", "0")], "bring their own"),
+        (["train", "--out", "{tmp}", *tiny("moons", "--net", "unet")], "use net='mlp'"),
     ],
 )
 def test_misuses_end_in_one_line(runs, tmp_path, capsys, argv, message):

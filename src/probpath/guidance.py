@@ -286,12 +286,12 @@ def guide(
             )
         if not isinstance(classifier, NoisyClassifier):
             raise TypeError(f"classifier must be a NoisyClassifier, got {type(classifier)}")
-        if classifier.dim != model.dim or not _same_path(model, classifier):
+        if classifier.shape != model.shape or not _same_path(model, classifier):
             raise ValueError(
-                "the classifier must be trained on the model's path: model "
-                f"{model.schedule_config} (dim {model.dim}), classifier "
-                f"{classifier.schedule_config} (dim {classifier.dim}); build it with "
-                "NoisyClassifier(**model.schedule_config, ...)"
+                "the classifier must be trained on the model's path and data: model "
+                f"{model.schedule_config} (shape {list(model.shape)}), classifier "
+                f"{classifier.schedule_config} (shape {list(classifier.shape)}); build it with "
+                "NoisyClassifier(**model.schedule_config, shape=model.shape, ...)"
             )
         if getattr(model, "ot_coupling", False):
             raise ValueError(

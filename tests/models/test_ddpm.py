@@ -137,8 +137,49 @@ def test_decoder_terms_against_their_densities() -> None:
         lambda x, t: -50 * torch.ones_like(x), x0, chain, noise=noise, decoder="discretized"
     )  # mu ~ 50 std away from every bin: a large but finite NLL (stable tails)
     assert torch.isfinite(far).all() and (far > 100).all()
-    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        losses.ddpm_decoder_nll(zero, 2 * x0, chain, decoder="discretized")
+    for off in (2 * x0, x0 + 0.5 / 255):  # outside [-1, 1]; between two grey levels
+        with pytest.raises(ValueError, match="grid of K = 256 grey levels"):
+            losses.ddpm_decoder_nll(zero, off, chain, decoder="discretized")
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+def test_the_k_level_decoder_is_a_probability_over_the_k_levels(levels: int) -> None:
+    """One pixel's bins over all K levels cover the line: their probabilities sum to 1 for
+    any mean and scale; each is Phi(hi) - Phi(lo) at the level +- 1 / (K - 1)."""
+    grid = torch.linspace(-1, 1, levels, dtype=torch.float64)[:, None]
+    half = 1 / (levels - 1)
+    for mean, std in ((0.0, 0.01), (0.37, 0.2), (-3.0, 1.0), (0.9, 1e-4)):
+        m, sd = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        logp = losses.discretized_gaussian_log_prob(grid, m, sd, levels)
+        torch.testing.assert_close(logp.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+        cdf = Normal(m, sd).cdf
+        lo = torch.where(grid == -1, 0.0, cdf(grid - half))
+        hi = torch.where(grid == 1, 1.0, cdf(grid + half))
+        # Normal.cdf is 0.5 (1 + erf): its differences lose digits below ~1e-6 (the stable
+        # form, log_ndtr, does not), so compare where both are accurate to 1e-10
+        keep = (hi - lo) > 1e-6
+        torch.testing.assert_close(logp[keep[:, 0]], (hi - lo).log()[keep].reshape(-1))
+
+
+def test_the_256_level_decoder_is_ho_et_al_and_ddpm_levels_choose_it() -> None:
+    chain = DiscreteSchedule(linear_betas(10, 0.01, 0.1))
+    x0 = torch.tensor([[-1.0, 3 / 255, 1.0]], dtype=torch.float64)
+    noise = torch.tensor([[0.3, -1.0, 0.5]], dtype=torch.float64)
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    default = losses.ddpm_decoder_nll(zero, x0, chain, noise=noise, decoder="discretized")
+    k256 = losses.ddpm_decoder_nll(zero, x0, chain, noise=noise, decoder="discretized", levels=256)
+    assert torch.equal(default, k256)
+    assert DDPM(dim=2, hidden=[4]).config["decoder"] == "gaussian"
+    model = DDPM(shape=[1, 2, 2], hidden=[4], levels=5, schedule_kwargs={"T": 10})
+    assert (model.config["decoder"], model.config["levels"]) == ("discretized", 5)
+    x = torch.tensor([-1.0, -0.5, 0.5, 1.0]).reshape(1, 1, 2, 2).expand(3, -1, -1, -1)
+    bounds = model.nll_bounds(x, generator=torch.Generator().manual_seed(0))
+    # a bound on a discrete NLL: -log P(pixels) >= 0
+    assert all(b.shape == (3,) and bool((b > 0).all()) for b in bounds.values())
+    with pytest.raises(ValueError, match="grid of K = 5 grey levels"):
+        model.nll_bound(x + 0.1)
+    with pytest.raises(ValueError, match="levels"):
+        DDPM(levels=1)
 
 
 def test_monte_carlo_terms_match_their_closed_form_expectation() -> None:

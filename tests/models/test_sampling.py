@@ -20,10 +20,18 @@ DIFFUSION = ("ddpm", "fm", "ncsn", "sde")
 SAMPLING = ("cnf", "ddpm", "ebm", "fm", "ncsn", "sde")  # every family with sample(n)
 
 
-def small(name: str, **kw: Any) -> Any:
-    """A tiny model of the family (DDPM on a 100-step chain)."""
+IMAGE_NETS: dict[str, dict[str, Any]] = {"cnf": {"hidden": [4]}, "ebm": {"hidden": [4]}}
+"""Tiny image networks: ConvField and ConvEnergy; a one-level U-Net for the others."""
+
+
+def small(name: str, shape: list[int] | None = None, **kw: Any) -> Any:
+    """A tiny model of the family (DDPM on a 100-step chain), on vectors of dimension 2 or
+    on images of ``shape``."""
     extra: dict[str, Any] = {"schedule_kwargs": {"T": 100}} if name == "ddpm" else {}
-    return build(name, dim=2, hidden=[8], **extra, **kw)
+    if shape is None:
+        return build(name, dim=2, hidden=[8], **extra, **kw)
+    net = IMAGE_NETS.get(name, {"base_channels": 4, "channel_mult": [1]})
+    return build(name, shape=shape, net_config=net, **extra, **kw)
 
 
 # documented default step counts (docs/samplers.md) as NFE: steps x NFE per step
@@ -175,16 +183,17 @@ def test_a_guided_model_samples_on_its_models_view(name: str, method: str) -> No
     assert guided.sample(2, sampler="heun", steps=2).dtype == torch.float64
 
 
+@pytest.mark.parametrize("shape", [None, [1, 4, 4]])
 @pytest.mark.parametrize("name", SAMPLING)
-def test_samples_carry_a_graph_only_when_asked(name: str) -> None:
+def test_samples_carry_a_graph_only_when_asked(name: str, shape: list[int] | None) -> None:
     kw: dict[str, Any] = {"n_steps": 3} if name == "ebm" else {}
-    model = small(name, **kw)
+    model = small(name, shape, **kw)
     assert any(p.requires_grad for p in model.parameters())
     opts: dict[str, Any] = {"sampler": "euler", "steps": 2} if name == "fm" else {}
     if name in ("sde", "ddpm", "ncsn"):
         opts = {"steps": 20 if name == "ncsn" else 2}
     x = model.sample(3, **opts)
-    assert not x.requires_grad and x.numpy().shape == (3, 2)
+    assert not x.requires_grad and x.numpy().shape == (3, *(shape or [2]))
     y = model.sample(3, grad=True, **opts)
     y.sum().backward()
     assert any(p.grad is not None for p in model.parameters())

@@ -50,17 +50,17 @@ class UniformOnCubes(nn.Module):
 
 
 def _uniform(run: LoadedRun) -> LoadedRun:
-    dq, shape = run.dequantizer, run.space.shape
-    assert dq is not None and shape is not None and run.shape is not None
-    d = math.prod(run.shape)
-    edge = torch.full((1, d), -0.5, dtype=torch.float64).reshape(1, *run.shape)
+    dq = run.dequantizer
+    assert dq is not None and run.shape is not None
+    edge = torch.full((1, *run.shape), -0.5, dtype=torch.float64)
     lo, hi = dq.forward(edge), dq.forward(edge + dq.levels)
-    return replace(run, model=UniformOnCubes(lo.reshape(shape), hi.reshape(shape)))
+    return replace(run, model=UniformOnCubes(lo[0], hi[0]))
 
 
 def _fit(tmp_path, data: str, name: str, **run) -> LoadedRun:
     train = TrainConfig(steps=2, batch_size=16, log_every=1, checkpoint_every=2)
-    cfg = RunConfig(model="fm", model_config={"hidden": [8]}, data=data, train=train, **run)
+    mc = {"hidden": [8], "net": "mlp"}
+    cfg = RunConfig(model="fm", model_config=mc, data=data, train=train, **run)
     fit(cfg, tmp_path / name, progress=False)
     return load_run(tmp_path / name)
 

@@ -31,6 +31,7 @@ from probpath.losses.ddpm import (
     ddpm_nll_bounds,
     ddpm_prior_kl,
     ddpm_simple_loss,
+    discretized_gaussian_log_prob,
 )
 from probpath.losses.flow_matching import conditional_flow_matching
 from probpath.losses.score_matching import (
@@ -52,6 +53,7 @@ __all__ = [
     "ddpm_prior_kl",
     "ddpm_simple_loss",
     "denoising_score_matching",
+    "discretized_gaussian_log_prob",
     "fisher_divergence",
     "implicit_score_matching",
     "noise_conditional_score_matching",

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from probpath._batch import check_state
 from probpath._schedules import ScheduleOutput, evaluate, pad_like
+from probpath.data.image_set import level_width
 from probpath.likelihood import gaussian_kl, gaussian_log_prob
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.parametrize import eps_to_x0
@@ -22,6 +23,7 @@ __all__ = [
     "ddpm_nll_bounds",
     "ddpm_prior_kl",
     "ddpm_simple_loss",
+    "discretized_gaussian_log_prob",
 ]
 
 # The DDPM chain q(x_i | x_{i-1}) = N(sqrt(1 - beta_i) x_{i-1}, beta_i I), i = 1..T, is a
@@ -202,6 +204,7 @@ def ddpm_decoder_nll(
     schedule: DiscreteSchedule,
     *,
     decoder: Decoder = "gaussian",
+    levels: int = 256,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -211,10 +214,13 @@ def ddpm_decoder_nll(
     :math:`p_\theta(x_0 \mid x_1)` has mean :math:`\mu_\theta(x_1, 1)` and variance
     :math:`\sigma_1^2 = \beta_1` (:math:`\tilde\beta_1 = 0`, so the posterior variance cannot
     serve here). ``"gaussian"``: the density :math:`\mathcal N(x_0; \mu_\theta, \beta_1 I)`,
-    for continuous data. ``"discretized"``: Ho et al. (2020, eq. 13) for 8-bit data scaled
-    to [-1, 1], the probability of the bin :math:`[x - 1/255, x + 1/255]` of each
-    coordinate, the outer bins extended to :math:`\pm\infty`; then the ELBO bounds a
-    discrete NLL.
+    for continuous data. ``"discretized"``: data with K = ``levels`` grey levels in model space
+    (:func:`probpath.data.to_centered`: pixel k at :math:`2k/(K-1) - 1`), each coordinate
+    scored by the probability of its bin :math:`[x - w/2, x + w/2]`, :math:`w = 2/(K-1)`
+    (:func:`probpath.data.level_width`), the outer bins extended to :math:`\pm\infty`; the
+    bins of all K levels cover the line, so :math:`p_\theta(x_0 \mid x_1)` is a probability
+    over the pixels and the ELBO bounds their discrete NLL. K = 256 is Ho et al. (2020,
+    eq. 13).
 
     Example:
         >>> from probpath.paths import DiscreteSchedule, linear_betas
@@ -231,8 +237,8 @@ def ddpm_decoder_nll(
     check_state(x0)
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
-    if decoder == "discretized" and not bool(((x0 >= -1) & (x0 <= 1)).all()):
-        raise ValueError("the discretized decoder needs 8-bit data scaled to [-1, 1]")
+    if decoder == "discretized":
+        _check_grid(x0, levels)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     one = torch.ones(x0.shape[0], dtype=torch.long)
@@ -241,10 +247,39 @@ def ddpm_decoder_nll(
     beta1 = schedule.betas[0].to(x0)
     if decoder == "gaussian":
         return -gaussian_log_prob(x0, mu, beta1)
-    std, half = beta1.sqrt(), 1.0 / 255
-    lo = torch.where(x0 <= -1 + 1e-6, -torch.inf, (x0 - half - mu) / std)
-    hi = torch.where(x0 >= 1 - 1e-6, torch.inf, (x0 + half - mu) / std)
-    return -_log_normal_bin(lo, hi).reshape(x0.shape[0], -1).sum(1)
+    return -discretized_gaussian_log_prob(x0, mu, beta1.sqrt(), levels)
+
+
+def _check_grid(x: Tensor, levels: int) -> None:
+    """Raise unless ``x`` lies on the K-level grid of :func:`probpath.data.to_centered`."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels (grey levels K) must be an int >= 2, got {levels!r}")
+    k = (x + 1.0) / level_width(levels)  # the grey level, an integer on the grid
+    on_grid = ((k - k.round()).abs() <= 1e-3) & (k.round() >= 0) & (k.round() <= levels - 1)
+    if not bool(on_grid.all()):
+        raise ValueError(
+            f"the discretized decoder scores data on the grid of K = {levels} grey levels, "
+            "2 k / (K - 1) - 1 (probpath.data.to_centered); got values off it: give the "
+            "pixels themselves (not dequantized) and the data's number of levels"
+        )
+
+
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, levels: int) -> Tensor:
+    r"""log P(x) of the Gaussian :math:`\mathcal N(\text{mean}, \text{std}^2 I)` discretized
+    to the K = ``levels`` grid points ``x`` of [-1, 1]: per coordinate the mass of the bin
+    :math:`[x - w/2, x + w/2]`, :math:`w = 2/(K-1)`, the bins of -1 and 1 reaching to
+    :math:`\mp\infty`; summed over the non-batch dimensions, shape (batch,).
+
+    Example:
+        >>> grid = torch.linspace(-1, 1, 5)[:, None]  # every level of K = 5 in one batch
+        >>> p = discretized_gaussian_log_prob(grid, torch.tensor(0.3), torch.tensor(0.4), 5)
+        >>> round(p.exp().sum().item(), 6)  # the bins cover the line
+        1.0
+    """
+    half = level_width(levels) / 2
+    lo = torch.where(x <= -1 + half / 2, -torch.inf, (x - half - mean) / std)
+    hi = torch.where(x >= 1 - half / 2, torch.inf, (x + half - mean) / std)
+    return _log_normal_bin(lo, hi).reshape(x.shape[0], -1).sum(1)
 
 
 def ddpm_nll_bound(
@@ -253,6 +288,7 @@ def ddpm_nll_bound(
     schedule: DiscreteSchedule,
     *,
     decoder: Decoder = "gaussian",
+    levels: int = 256,
     variance: Variance = "beta_tilde",
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -278,8 +314,9 @@ def ddpm_nll_bound(
         True
     """
     bounds = ddpm_nll_bounds(
-        eps_model, x0, schedule, decoder=decoder, variances=(variance,), generator=generator
-    )
+        eps_model, x0, schedule, decoder=decoder, levels=levels, variances=(variance,),
+        generator=generator,
+    )  # fmt: skip
     return bounds[variance]
 
 
@@ -289,6 +326,7 @@ def ddpm_nll_bounds(
     schedule: DiscreteSchedule,
     *,
     decoder: Decoder = "gaussian",
+    levels: int = 256,
     variances: Sequence[Variance] = ("beta", "beta_tilde"),
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
@@ -314,7 +352,9 @@ def ddpm_nll_bounds(
     check_state(x0)
     if not variances or any(v not in ("beta", "beta_tilde") for v in variances):
         raise ValueError(f"variances must name 'beta' and/or 'beta_tilde', got {variances!r}")
-    fixed = ddpm_decoder_nll(eps_model, x0, schedule, decoder=decoder, generator=generator)
+    fixed = ddpm_decoder_nll(
+        eps_model, x0, schedule, decoder=decoder, levels=levels, generator=generator
+    )
     totals = {v: fixed for v in variances}
     for i in range(2, schedule.T + 1):  # one step for the whole batch: 0-dim coefficients
         terms = _kl_terms(eps_model, x0, schedule, torch.tensor(i), variances, None, generator)

@@ -16,11 +16,12 @@ from torch import nn
 
 from probpath.models.base import GenerativeModel, LossOutput
 from probpath.models.classifier import NoisyClassifier
-from probpath.models.cnf import CNF
+from probpath.models.cnf import CNF, EXACT_TRACE_MAX_DIM
 from probpath.models.ddpm import DDPM
 from probpath.models.diffusion import DiffusionModel
 from probpath.models.ebm import EBM
 from probpath.models.flow_matching import FlowMatching
+from probpath.models.judge import ImageClassifier
 from probpath.models.ncsn import NCSN
 from probpath.models.score_sde import ScoreSDE
 
@@ -28,11 +29,13 @@ __all__ = [
     "CNF",
     "DDPM",
     "EBM",
+    "EXACT_TRACE_MAX_DIM",
     "MODELS",
     "NCSN",
     "DiffusionModel",
     "FlowMatching",
     "GenerativeModel",
+    "ImageClassifier",
     "LossOutput",
     "NoisyClassifier",
     "ScoreSDE",
@@ -47,6 +50,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "ebm": EBM,
     "sde": ScoreSDE,
     "noisy-classifier": NoisyClassifier,
+    "image-classifier": ImageClassifier,
 }
 """Registry name -> model class; ``build(name, **config)`` constructs one."""
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from probpath import likelihood
 from probpath._schedules import evaluate, pad_like, shared_time
+from probpath.models._shape import check_batch, resolve_trace
 from probpath.parametrize import coefficients, convert_model
 from probpath.paths import Schedule
 from probpath.samplers.ode import probability_flow
@@ -33,15 +34,16 @@ class PathPredictions:
     """Every kind, the samplers' start and clock, and the exact likelihood, from ``predict``.
 
     A mixin for anything that predicts along a Gaussian path: it needs ``predict(x, t, y)``
-    (of kind ``prediction``) and the path it predicts on: ``schedule``, ``sde``, ``dim``,
-    ``t_min``, ``t_max`` (:meth:`_predict_on_path_of` takes them from another model), and
-    :meth:`_like`, a 0-dim tensor giving the dtype and device of new tensors (by default the
-    ``_anchor`` buffer).
+    (of kind ``prediction``) and the path it predicts on: ``schedule``, ``sde``, ``shape``
+    (one example's, ``dim`` its size), ``t_min``, ``t_max`` (:meth:`_predict_on_path_of`
+    takes them from another model), and :meth:`_like`, a 0-dim tensor giving the dtype and
+    device of new tensors (by default the ``_anchor`` buffer).
     """
 
     prediction: str
     schedule: Schedule
     sde: SDE
+    shape: tuple[int, ...]
     dim: int
     t_min: float
     t_max: float
@@ -59,7 +61,8 @@ class PathPredictions:
         """Take every input above but ``predict`` and :meth:`_like` from ``other``: a view of
         another model (e.g. :class:`probpath.guidance.GuidedModel`) predicts on its path."""
         self.prediction, self.schedule, self.sde = other.prediction, other.schedule, other.sde
-        self.dim, self.t_min, self.t_max = other.dim, other.t_min, other.t_max
+        self.shape, self.dim = other.shape, other.dim
+        self.t_min, self.t_max = other.t_min, other.t_max
 
     # --- predictions in every kind -------------------------------------------------------
     def as_kind(self, kind: str) -> Callable[..., Tensor]:
@@ -110,7 +113,7 @@ class PathPredictions:
         """``n`` draws of the prior at t_max, N(0, (alpha^2 + sigma^2) I)."""
         a = self._like()
         return self.sde.prior_sample(
-            (n, self.dim), t=self.t_max, generator=generator, dtype=a.dtype, device=a.device
+            (n, *self.shape), t=self.t_max, generator=generator, dtype=a.dtype, device=a.device
         )
 
     def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
@@ -126,7 +129,7 @@ class PathPredictions:
         self,
         x: Tensor,
         *,
-        trace: str = "exact",
+        trace: str = "auto",
         n_probes: int = 1,
         generator: torch.Generator | None = None,
         method: str = "dopri5",
@@ -140,23 +143,26 @@ class PathPredictions:
         Song et al. 2021, Sec. 4.3 and App. D.2: the instantaneous change of variables
         (:func:`probpath.likelihood.ode_log_prob`) with the velocity ``u`` of
         :meth:`velocity`, from ``t_min`` to ``t_max``, and the prior of :meth:`prior_log_prob`.
+        ``trace``: ``"exact"``, ``"hutchinson"`` (unbiased; ``n_probes`` probes averaged) or
+        ``"auto"`` (exact up to ``dim`` 3, :data:`probpath.models.EXACT_TRACE_MAX_DIM`).
         ``fast=True`` (the trainer's periodic evaluation) solves at rtol = atol = 1e-3.
         """
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        check_batch(x, self.shape)
         if fast:
             rtol, atol = max(rtol, 1e-3), max(atol, 1e-3)
         return likelihood.ode_log_prob(
             self.velocity, x, base_log_prob=self.prior_log_prob, t0=self.t_min, t1=self.t_max,
-            trace=trace, n_probes=n_probes, generator=generator, method=method, rtol=rtol,
-            atol=atol, **solve_kwargs,
+            trace=resolve_trace(trace, self.dim), n_probes=n_probes, generator=generator,
+            method=method, rtol=rtol, atol=atol, **solve_kwargs,
         )  # fmt: skip
 
     def sample_with_log_prob(
         self, n: int, *, generator: torch.Generator | None = None, **solve_kwargs: Any
     ) -> tuple[Tensor, Tensor]:
-        """``n`` samples and their log-density from one augmented PF-ODE solve t_max → t_min."""
+        """``n`` samples and their log-density from one augmented PF-ODE solve t_max → t_min
+        (``trace`` as :meth:`log_prob`)."""
         kwargs: dict[str, Any] = dict(method="dopri5", rtol=1e-5, atol=1e-5) | solve_kwargs
+        kwargs["trace"] = resolve_trace(kwargs.get("trace", "auto"), self.dim)
         return likelihood.sample_with_log_prob(
             self.velocity, self.prior_sample(n, generator=generator),
             base_log_prob=self.prior_log_prob, t0=self.t_min, t1=self.t_max,

@@ -11,7 +11,8 @@ registered by name with its NFE-per-step rule as a :class:`SamplerEntry`. A fami
 its entries in ``SAMPLERS``, names a ``default_sampler``, builds its view
 (``sampling_view``) and says where chains start (``initial_state``); :class:`SamplerDispatch`
 gives it ``samplers``, ``sampler_options``, ``steps_for_nfe``, ``sample_with_nfe`` and
-``sample``, which check the options against the entry's signature.
+``sample``, which check the options against the entry's signature, and ``trajectories``,
+the states of a sampler from its start to its samples.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, ClassVar, Concatenate, Generic, TypeVar
 
 import torch
 from torch import Tensor
+
+from probpath.models._shape import check_batch
 
 __all__ = ["SamplerDispatch", "SamplerEntry"]
 
@@ -91,13 +94,14 @@ class SamplerDispatch:
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[Any]]]
     SAMPLER_ALIASES: ClassVar[Mapping[str, str]] = {}
     default_sampler: str
+    shape: tuple[int, ...]
 
     def sampling_view(self) -> Any:
         """What the sampler entries read (the family's sampling view)."""
         raise NotImplementedError(f"{type(self).__name__} must build its sampling view")
 
     def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
-        """Where the chains start: ``n`` draws of shape (n, dim)."""
+        """Where the chains start: ``n`` draws of shape (n, *shape)."""
         raise NotImplementedError(f"{type(self).__name__} must say where its chains start")
 
     def _unavailable(self, sampler: str) -> str | None:
@@ -164,7 +168,7 @@ class SamplerDispatch:
         grad: bool = False,
         **options: Any,
     ) -> tuple[Tensor, int]:
-        """``n`` samples of shape (n, dim) and the NFE spent.
+        """``n`` samples of shape (n, *shape) and the NFE spent.
 
         ``steps`` (``None``: the sampler's default) and ``options`` go to the sampler, which
         must take them (:meth:`sampler_options`). The samples carry an autograd graph (to
@@ -188,8 +192,77 @@ class SamplerDispatch:
         grad: bool = False,
         **options: Any,
     ) -> Tensor:
-        """``n`` samples, shape (n, dim) (see :meth:`sample_with_nfe`; ``grad=True`` keeps the
-        autograd graph)."""
+        """``n`` samples, shape (n, *shape) (see :meth:`sample_with_nfe`; ``grad=True`` keeps
+        the autograd graph)."""
         return self.sample_with_nfe(
             n, generator=generator, sampler=sampler, steps=steps, grad=grad, **options
         )[0]
+
+    def trajectories(
+        self,
+        z_or_n: Tensor | int,
+        n_times: int = 50,
+        *,
+        sampler: str | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """The states of ``sampler`` (default: the model's) from its start to its samples at
+        ``n_times`` roughly equally spaced steps, shape (n_times, n, *shape), recorded by the
+        sampler's ``callback``; ``z_or_n`` is a start (e.g. noise) or a number of chains.
+
+        ``steps`` and ``options`` go to the sampler (``steps=None``: its default). An ODE
+        sampler (one with ``rtol``) reports its states on its output grid, so without
+        ``steps`` it gets ``n_times - 1`` output intervals (an adaptive solve, dopri5 for
+        ``"pf-ode"``: the solver still picks its own steps). At most ``2 n_times + 1`` states
+        are held at once, however many steps the sampler takes.
+        """
+        if not isinstance(n_times, int) or n_times < 2:
+            raise ValueError(f"n_times must be an int >= 2 (both ends), got {n_times!r}")
+        name = self.default_sampler if sampler is None else sampler
+        entry = self._entry(name)
+        if steps is None and "rtol" in entry.options:
+            steps = n_times - 1
+            if "method" in entry.options and options.get("method") is None:
+                options = {**options, "method": "dopri5"}  # pf-ode: adaptive without steps
+        if steps is not None:
+            options = {"steps": steps, **options}
+        entry = self._checked(name, options)
+        z = self.initial_state(z_or_n, generator=generator) if isinstance(z_or_n, int) else z_or_n
+        check_batch(z, self.shape)
+        record = _Recorder(z, n_times)
+        with torch.no_grad():
+            x, _ = entry.run(
+                self.sampling_view(), z, generator=generator, callback=record, **options
+            )
+        return record.path(x)
+
+
+class _Recorder:
+    """A sampler's ``callback`` that keeps every ``stride``-th state (and the start), the
+    stride doubling whenever more than ``2 n`` are held: equally spaced states, bounded
+    memory."""
+
+    def __init__(self, start: Tensor, n: int) -> None:
+        self.n, self.stride, self.count = n, 1, 0
+        self.kept: list[tuple[int, Tensor]] = [(0, start)]
+
+    def __call__(self, step: int, x: Tensor) -> None:
+        self.count += 1
+        if self.count % self.stride == 0:
+            self.kept.append((self.count, x))
+            if len(self.kept) > 2 * self.n:
+                self.stride *= 2
+                self.kept = [(i, s) for i, s in self.kept if i % self.stride == 0]
+
+    def path(self, end: Tensor) -> Tensor:
+        """``n`` of the kept states, equally spaced in the list, the sampler's result last."""
+        kept = [s for i, s in self.kept if i < self.count] + [end]
+        if len(kept) < self.n:
+            raise ValueError(
+                f"the sampler took {self.count} steps: n_times can be at most "
+                f"{self.count + 1}; ask for fewer times or more steps"
+            )
+        idx = torch.linspace(0, len(kept) - 1, self.n).round().long().tolist()
+        return torch.stack([kept[i] for i in idx])

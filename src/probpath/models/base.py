@@ -18,14 +18,16 @@ LossOutput = tuple[Tensor, dict[str, float]]
 class GenerativeModel(Protocol):
     """What the trainer, the CLI and the metrics need from a model family.
 
-    A family is a ``torch.nn.Module`` that works in the (standardised) data space
-    of dimension ``dim`` and implements:
+    A family is a ``torch.nn.Module`` that works in the model space of the data (vectors
+    standardised, images mapped to [-1, 1] by :func:`probpath.data.to_centered`), one
+    example of ``shape`` (``(dim,)`` or ``(C, H, W)``; ``dim`` its size), and implements:
 
     - ``config``: the JSON-serialisable keyword arguments that rebuild it
-      through ``probpath.models.build(name, **config)``;
-    - ``loss(x)``: the training objective on a batch ``x`` of shape (batch, dim),
+      through ``probpath.models.build(name, **config)`` (``dim``, ``shape``, ``net``,
+      ``net_config`` among them);
+    - ``loss(x)``: the training objective on a batch ``x`` of shape (batch, *shape),
       with extra numbers to log;
-    - ``sample(n)``: ``n`` samples of shape (n, dim), without an autograd graph unless
+    - ``sample(n)``: ``n`` samples of shape (n, *shape), without an autograd graph unless
       ``grad=True`` (to differentiate through sampling);
     - ``log_prob(x)``: log-density (or a lower bound of it) in nats, shape (batch,).
     """

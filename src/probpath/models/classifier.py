@@ -9,7 +9,8 @@ whose chain, called at ``t = i / T``, gives the chain's own ``(sqrt(abar_i),
 sqrt(1 - abar_i))``; between grid points it interpolates, so the classifier also answers the
 continuous-time samplers). :func:`probpath.guidance.guide` checks that the two paths agree.
 
-The logits are ``b + alpha(t) h_phi(x_t, t)`` (a learned log-prior ``b`` and an MLP ``h``).
+The logits are ``b + alpha(t) h_phi(x_t, t)`` (a learned log-prior ``b`` and a network
+``h``: an MLP, or on images the U-Net's encoder :class:`probpath.nets.UNetEncoder`).
 For any data, ``∇ log p(y | x_t) = (alpha / sigma^2) (E[x_0 | x_t, y] - E[x_0 | x_t])``
 (Tweedie's formula for p_t(x | y) and p_t(x)), so the x-dependence vanishes with alpha and
 p(y | x_t) tends to the prior p(y). Building the factor in matters for guidance in velocity
@@ -20,6 +21,7 @@ gradient would be amplified 1 / alpha(t_max) = 1e5 times.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,12 +30,33 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probpath._schedules import evaluate, pad_like, shared_time
+from probpath.models._shape import NetSpec, check_batch, data_shape, family_net
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import default_time_range
-from probpath.nets import MLP, broadcast_time, check_labels
+from probpath.nets import broadcast_time, check_labels
 from probpath.paths import GaussianPath, Schedule, make_schedule
 
-__all__ = ["NoisyClassifier"]
+__all__ = ["NoisyClassifier", "checked_labels", "classification_loss", "hit_rate"]
+
+
+def checked_labels(x: Tensor, y: Tensor | None, shape: tuple[int, ...], n_classes: int) -> Tensor:
+    """The labels ``y`` of the batch ``x`` (batch, *shape), checked to lie in
+    ``[0, n_classes)``, on x's device."""
+    if y is None:
+        raise ValueError("a classifier trains on labelled data: pass y (data with labels)")
+    check_batch(x, shape)
+    return check_labels(y, x.shape[0], n_classes - 1).to(x.device)
+
+
+def hit_rate(logits: Tensor, y: Tensor) -> float:
+    """The fraction of rows whose largest logit is at the label ``y``."""
+    return float((logits.argmax(-1) == y).to(logits.dtype).mean())
+
+
+def classification_loss(logits: Tensor, y: Tensor) -> LossOutput:
+    """The mean cross-entropy of ``y``, logging it (``ce``) and the accuracy (``acc``)."""
+    loss = F.cross_entropy(logits, y)
+    return loss, {"ce": float(loss.detach()), "acc": hit_rate(logits.detach(), y)}
 
 
 class _AlphaScaledLogits(nn.Module):
@@ -51,20 +74,25 @@ class _AlphaScaledLogits(nn.Module):
 
 
 class NoisyClassifier(nn.Module):
-    """``p(y | x_t)``: logits ``b + alpha(t) h(x_t, t)`` over ``n_classes`` labels, h an MLP.
+    """``p(y | x_t)``: logits ``b + alpha(t) h(x_t, t)`` over ``n_classes`` labels.
 
     Args:
-        dim: data dimension.
+        dim: data dimension (vectors; default 2); ``shape``: one example's shape instead,
+            ``[C, H, W]`` for images (``dim`` is its product).
         n_classes: number of labels (at least 2).
         schedule, schedule_kwargs: the path, as the diffusion model's
             (:func:`probpath.paths.make_schedule`): "vp", "ve", "ot", "ddpm-linear", ...;
             ``NoisyClassifier(**model.schedule_config, n_classes=K)`` matches ``model``.
-        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP` h.
+        net: h: ``"auto"`` (:class:`~probpath.nets.UNetEncoder` for images, else the MLP),
+            ``"mlp"`` or ``"unet"`` (:func:`probpath.nets.build_net`, role ``"classifier"``),
+            ``net_config`` overriding its sizes (give the diffusion model's U-Net sizes to see
+            the same features); ``config`` keeps the resolved kind. Or any callable
+            ``net(x, t) -> logits`` instead of ``b + alpha h`` (e.g. an exact posterior in
+            tests), not part of ``config``.
+        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP`'s.
         t_min, t_max: the training times (defaults as :class:`DiffusionModel`'s).
         noisy: ``False`` trains a clean classifier (always at ``t = t_min``), e.g. to score
             the labels of generated samples.
-        net: any callable ``net(x, t) -> logits`` instead of ``b + alpha h`` (e.g. an
-            exact posterior in tests); not part of ``config``.
 
     Example:
         >>> clf = NoisyClassifier(dim=2, n_classes=3, hidden=[16])
@@ -76,7 +104,7 @@ class NoisyClassifier(nn.Module):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         n_classes: int = 2,
         schedule: str = "vp",
         schedule_kwargs: dict[str, Any] | None = None,
@@ -87,19 +115,33 @@ class NoisyClassifier(nn.Module):
         t_max: float | None = None,
         noisy: bool = True,
         *,
-        net: Callable[..., Tensor] | None = None,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.shape = data_shape(dim, shape)
         if n_classes < 2:
             raise ValueError(f"a classifier needs n_classes >= 2, got {n_classes}")
         kwargs = dict(schedule_kwargs or {})
         self.schedule = make_schedule(schedule, **kwargs)
         self.path = GaussianPath(self.schedule)
         self.t_min, self.t_max = default_time_range(schedule, self.schedule, t_min, t_max)
-        self.dim, self.n_classes, self.noisy = dim, int(n_classes), bool(noisy)
+        self.dim, self.n_classes, self.noisy = math.prod(self.shape), int(n_classes), bool(noisy)
         self.schedule_config: dict[str, Any] = dict(schedule=schedule, schedule_kwargs=kwargs)
+        h, kind, net_config = family_net(
+            net, self.shape, role="classifier", n_classes=self.n_classes, net_config=net_config,
+            mlp=dict(hidden=tuple(hidden), activation=activation, time_embedding=time_embedding),
+        )  # fmt: skip
+        # a network built here gets the alpha-scaled logits; a callable is the logits itself
+        self.net: Callable[..., Tensor] = h
+        if isinstance(net, str) and isinstance(h, nn.Module):
+            self.net = _AlphaScaledLogits(h, self.schedule, self.n_classes)
         self.config: dict[str, Any] = dict(
-            dim=dim,
+            dim=self.dim,
+            shape=list(self.shape),
+            net=kind,
+            net_config=net_config,
             n_classes=self.n_classes,
             schedule=schedule,
             schedule_kwargs=kwargs,
@@ -110,10 +152,6 @@ class NoisyClassifier(nn.Module):
             t_max=self.t_max,
             noisy=self.noisy,
         )
-        if net is None:
-            mlp = MLP(dim, hidden, activation, time_embedding, out_dim=self.n_classes)
-            net = _AlphaScaledLogits(mlp, self.schedule, self.n_classes)
-        self.net = net
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Logits of ``p(y | x_t = x)``, shape (batch, n_classes)."""
@@ -128,24 +166,17 @@ class NoisyClassifier(nn.Module):
     ) -> LossOutput:
         """Cross-entropy of ``y`` at ``x_t = alpha x + sigma eps``, t ~ U(t_min, t_max)
         (``noisy=False``: t = t_min); logs ``ce`` and the batch accuracy ``acc``."""
-        if y is None:
-            raise ValueError("a classifier trains on labelled data: pass y (data with labels)")
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
+        y = checked_labels(x, y, self.shape, self.n_classes)
         t = torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device)
         if self.noisy:
             u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
             t = t + (self.t_max - self.t_min) * u
         x_t, _ = self.path.sample(x, t, generator=generator)
-        logits = self(x_t, t)
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).to(x.dtype).mean()
-        return loss, {"ce": float(loss.detach()), "acc": float(acc)}
+        return classification_loss(self(x_t, t), y)
 
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
         """Fraction of rows of ``x`` (read at ``t = t_min``, no noise added) labelled ``y``."""
-        y = check_labels(y, x.shape[0], self.n_classes - 1).to(x.device)
-        logits = self(x, torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device))
-        return float((logits.argmax(-1) == y).to(x.dtype).mean())
+        y = checked_labels(x, y, self.shape, self.n_classes)
+        t = torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device)
+        return hit_rate(self(x, t), y)

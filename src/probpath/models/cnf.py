@@ -8,7 +8,11 @@ change of variables (the seeds, lectures 12–13; Grathwohl et al. 2019, eq. 4) 
 
 on probpath's clock (data at t = 0, base at t = 1; the seeds write the same formula with
 the base at t_0 and the data at t_1, hence their minus sign). The trace is exact (cheap in
-low dimension) or Hutchinson's estimate with one Rademacher or Gaussian probe per solve.
+low dimension) or Hutchinson's estimate with one Rademacher or Gaussian probe per solve;
+``trace="auto"`` picks the exact one up to dimension 3 (:data:`EXACT_TRACE_MAX_DIM`).
+On images ``(C, H, W)`` the field is FFJORD's convolutional one
+(:class:`probpath.nets.ConvField`, Grathwohl et al. 2019, Sec. 5.1) with Hutchinson's
+Rademacher trace.
 Training minimises the mean NLL, either by backpropagating through the solver's steps or
 with the adjoint method, optionally plus RNODE's regularisers (Finlay et al. 2020)
 λ_K ∫||f||² dt + λ_J ∫||εᵀ∂f/∂z||² dt, computed as extra channels of the same solve.
@@ -16,6 +20,7 @@ with the adjoint method, optionally plus RNODE's regularisers (Finlay et al. 202
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -29,22 +34,34 @@ from probpath.likelihood import (
     solve_augmented,
     standard_normal_log_prob,
 )
+from probpath.models._shape import (
+    EXACT_TRACE_MAX_DIM,
+    check_batch,
+    data_shape,
+    family_net,
+    resolve_trace,
+)
 from probpath.models.base import LossOutput
-from probpath.nets import MLP
 from probpath.solvers import SolverStats, odeint
 
-__all__ = ["CNF"]
+__all__ = ["CNF", "EXACT_TRACE_MAX_DIM"]
 
 
 class CNF(nn.Module):
-    """FFJORD: a free-form continuous normalizing flow with an MLP vector field.
+    """FFJORD: a free-form continuous normalizing flow.
 
     Args:
-        dim: data dimension.
-        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP` field.
-        trace: ``"exact"`` (d vector-Jacobian products; default, cheap for 2-D toys) or
-            ``"hutchinson"`` (one, unbiased).
-        probe: Hutchinson probe, ``"rademacher"`` or ``"gaussian"``.
+        dim: data dimension (vectors; default 2); ``shape``: one example's shape instead,
+            ``[C, H, W]`` for images (``dim`` is its product).
+        net: ``"auto"`` (:class:`~probpath.nets.ConvField` for images, else the MLP),
+            ``"mlp"`` or ``"unet"`` (the convolutional field; :func:`probpath.nets.build_net`,
+            role ``"cnf"``), ``net_config`` overriding its arguments (e.g.
+            ``{"hidden": [32, 32, 32]}``); ``config`` keeps the resolved kind.
+        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP` field's.
+        trace: ``"exact"`` (d vector-Jacobian products), ``"hutchinson"`` (one, unbiased) or
+            ``"auto"`` (default: exact up to d = 3, :data:`EXACT_TRACE_MAX_DIM`), for training
+            and evaluation; ``config`` keeps the resolved one.
+        probe: Hutchinson probe, ``"rademacher"`` (lower variance) or ``"gaussian"``.
         method, rtol, atol: the ODE solver and its tolerances for ``log_prob``, sampling
             and encoding (evaluation).
         train_rtol, train_atol: the tolerances of the training loss's solve, looser than
@@ -81,11 +98,11 @@ class CNF(nn.Module):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "tanh",
         time_embedding: str = "concat",
-        trace: str = "exact",
+        trace: str = "auto",
         probe: str = "rademacher",
         method: str = "dopri5",
         rtol: float = 1e-5,
@@ -95,10 +112,15 @@ class CNF(nn.Module):
         adjoint: bool = False,
         kinetic_reg: float = 0.01,
         jacobian_reg: float = 0.0,
+        *,
+        shape: Sequence[int] | None = None,
+        net: str = "auto",
+        net_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if trace not in ("exact", "hutchinson"):
-            raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+        self.shape = data_shape(dim, shape)
+        self.dim = math.prod(self.shape)
+        trace = resolve_trace(trace, self.dim)
         if probe not in ("rademacher", "gaussian"):
             raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
         if min(rtol, atol, train_rtol, train_atol) <= 0:
@@ -108,8 +130,15 @@ class CNF(nn.Module):
             )
         if kinetic_reg < 0 or jacobian_reg < 0:
             raise ValueError("kinetic_reg and jacobian_reg are penalty weights: use values >= 0")
+        self.net, kind, net_config = family_net(
+            net, self.shape, role="cnf", net_config=net_config,
+            mlp=dict(hidden=tuple(hidden), activation=activation, time_embedding=time_embedding),
+        )  # fmt: skip
         self.config: dict[str, Any] = dict(
-            dim=dim,
+            dim=self.dim,
+            shape=list(self.shape),
+            net=kind,
+            net_config=net_config,
             hidden=list(hidden),
             activation=activation,
             time_embedding=time_embedding,
@@ -124,8 +153,6 @@ class CNF(nn.Module):
             kinetic_reg=kinetic_reg,
             jacobian_reg=jacobian_reg,
         )
-        self.dim = dim
-        self.net = MLP(dim, hidden, activation, time_embedding)
         self.adjoint = adjoint
         self._last_backward: SolverStats | None = None
 
@@ -146,25 +173,28 @@ class CNF(nn.Module):
             adjoint_params=tuple(self.net.parameters()),
         )
 
-    def _check(self, x: Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
-
     def log_prob(
-        self, x: Tensor, *, generator: torch.Generator | None = None, fast: bool = False
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        n_probes: int = 1,
+        fast: bool = False,
     ) -> Tensor:
-        """log p(x) in nats, shape (batch,) (an unbiased estimate with the Hutchinson trace);
-        ``fast=True`` solves at the training tolerances (the trainer's periodic evaluation)."""
-        self._check(x)
+        """log p(x) in nats, shape (batch,); with the Hutchinson trace an unbiased estimate,
+        averaged over ``n_probes`` independent probes (variance / n_probes); ``fast=True``
+        solves at the training tolerances (the trainer's periodic evaluation)."""
+        check_batch(x, self.shape)
         sol = solve_augmented(
-            self.net, x, t_start=0.0, t_end=1.0, generator=generator, **self._solve_kwargs(fast)
-        )
+            self.net, x, t_start=0.0, t_end=1.0, generator=generator, n_probes=n_probes,
+            **self._solve_kwargs(fast),
+        )  # fmt: skip
         return standard_normal_log_prob(sol.z) - sol.delta_log_p
 
     def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
         """Mean NLL (+ RNODE penalties), logging ``nll``, ``nfe`` (forward) and, with the
         adjoint, ``nfe_backward`` of the previous step's backward solve."""
-        self._check(x)
+        check_batch(x, self.shape)
         c = self.config
         names_integrands: list[tuple[str, float, Integrand]] = [
             (name, w, g)
@@ -210,22 +240,22 @@ class CNF(nn.Module):
 
     def encode(self, x: Tensor) -> Tensor:
         """Data (t = 0) to base (t = 1): z = x + ∫_0^1 f dt."""
-        self._check(x)
+        check_batch(x, self.shape)
         return self._flow(x, torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device))[-1]
 
     def decode(self, z: Tensor) -> Tensor:
         """Base (t = 1) to data (t = 0): x = z - ∫_0^1 f dt."""
-        self._check(z)
+        check_batch(z, self.shape)
         return self._flow(z, torch.tensor([1.0, 0.0], dtype=z.dtype, device=z.device))[-1]
 
     def _base(self, n: int, generator: torch.Generator | None) -> Tensor:
         p = next(self.parameters())
-        return torch.randn(n, self.dim, generator=generator, dtype=p.dtype, device=p.device)
+        return torch.randn(n, *self.shape, generator=generator, dtype=p.dtype, device=p.device)
 
     def sample(
         self, n: int, *, generator: torch.Generator | None = None, grad: bool = False
     ) -> Tensor:
-        """``n`` samples: z ~ N(0, I) decoded from t = 1 to t = 0, shape (n, dim); with an
+        """``n`` samples: z ~ N(0, I) decoded from t = 1 to t = 0, shape (n, *shape); with an
         autograd graph through the solve only for ``grad=True``."""
         with torch.set_grad_enabled(grad):
             return self.decode(self._base(n, generator))
@@ -244,9 +274,9 @@ class CNF(nn.Module):
         self, z_or_n: Tensor | int, n_times: int = 50, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """Paths from the base (t = 1) to data (t = 0) at ``n_times`` equally spaced times,
-        shape (n_times, n, dim); ``z_or_n`` is a base sample or a number of points."""
+        shape (n_times, n, *shape); ``z_or_n`` is a base sample or a number of points."""
         if n_times < 2:
             raise ValueError(f"n_times must be at least 2 (both ends), got {n_times}")
         z = self._base(z_or_n, generator) if isinstance(z_or_n, int) else z_or_n
-        self._check(z)
+        check_batch(z, self.shape)
         return self._flow(z, torch.linspace(1.0, 0.0, n_times, dtype=z.dtype, device=z.device))

@@ -7,12 +7,14 @@ eps-predicting network, trained with :math:`L_\text{simple}`
 ones (reverse SDE, predictor-corrector, PF-ODE, EDM Heun): ``"ancestral"`` (Algorithm 2,
 :func:`probpath.samplers.ancestral`) and ``"ddim"`` (:func:`probpath.samplers.ddim`), and
 two likelihoods: the exact one along the PF-ODE (:meth:`log_prob`, inherited) and the
-ELBO's bound :meth:`nll_bound` (:func:`probpath.losses.ddpm_nll_bound`).
+ELBO's bound :meth:`nll_bound` (:func:`probpath.losses.ddpm_nll_bound`). On discrete data
+(images with K grey levels, ``levels=K``) the ELBO's decoder is discretized, and the bound
+is one on the NLL of the discrete pixels themselves.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,6 +23,7 @@ from torch import Tensor
 
 from probpath import losses
 from probpath.models._predictions import PathPredictions
+from probpath.models._shape import NetSpec, check_batch
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.paths import DiscreteSchedule
@@ -80,18 +83,22 @@ class DDPM(DiffusionModel):
     """DDPM: an eps-network on the discrete chain, L_simple, ancestral and DDIM sampling.
 
     Args:
-        dim: data dimension.
+        dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         schedule: ``"ddpm-linear"`` (beta_1 = 1e-4 .. beta_T = 0.02, Ho et al.) or
             ``"ddpm-cosine"`` (Nichol & Dhariwal); ``schedule_kwargs`` e.g. ``{"T": 1000}``.
         prediction: the network's kind (``"eps"``, DDPM's choice; others are converted).
-        hidden, activation, time_embedding: the MLP; it sees ``t = i / T``.
+        hidden, activation, time_embedding, net, net_config: the network (see
+            :class:`DiffusionModel`); it sees ``t = i / T``.
         variance: reverse-step variance, ``"beta_tilde"`` or ``"beta"`` (ancestral sampling
             and the ELBO's KL terms).
-        decoder: ELBO decoder, ``"gaussian"`` (continuous data) or ``"discretized"`` (8-bit
-            data in [-1, 1]).
+        levels: K, the grey levels of discrete data in model space (pixel k at
+            ``2 k / (K - 1) - 1``, :func:`probpath.data.to_centered`), or ``None``.
+        decoder: the ELBO's decoder: ``"gaussian"`` (continuous data) or ``"discretized"``
+            (the probability of the pixel's bin of width ``2 / (K - 1)``, K = ``levels`` or
+            256, Ho et al. 2020 eq. 13); default ``"discretized"`` when ``levels`` is given,
+            else ``"gaussian"``.
         t_min, t_max: the ends of the inherited continuous-time samplers and likelihood.
         n_classes, p_uncond: a conditional model (see :class:`DiffusionModel`).
-        net: any ``net(x, t)`` in place of the MLP (e.g. an analytic oracle).
 
     Example:
         >>> model = DDPM(dim=2, hidden=[16], schedule_kwargs={"T": 20})
@@ -114,7 +121,7 @@ class DDPM(DiffusionModel):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         schedule: str = "ddpm-linear",
         schedule_kwargs: dict[str, Any] | None = None,
         prediction: str = "eps",
@@ -124,11 +131,14 @@ class DDPM(DiffusionModel):
         t_min: float | None = None,
         t_max: float | None = None,
         variance: str = "beta_tilde",
-        decoder: str = "gaussian",
+        decoder: str | None = None,
         *,
+        levels: int | None = None,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
-        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if schedule not in ("ddpm-linear", "ddpm-cosine"):
             raise ValueError(
@@ -137,15 +147,21 @@ class DDPM(DiffusionModel):
             )
         if variance not in ("beta", "beta_tilde"):
             raise ValueError(f"variance must be 'beta' or 'beta_tilde', got {variance!r}")
+        if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)
+                                   or levels < 2):  # fmt: skip
+            raise ValueError(f"levels (grey levels K) must be an int >= 2 or None, got {levels!r}")
+        if decoder is None:
+            decoder = "gaussian" if levels is None else "discretized"
         if decoder not in ("gaussian", "discretized"):
             raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
         super().__init__(
             dim, schedule, schedule_kwargs, prediction, hidden, activation, time_embedding,
-            t_min, t_max, n_classes=n_classes, p_uncond=p_uncond, net=net,
+            t_min, t_max, shape=shape, net=net, net_config=net_config, n_classes=n_classes,
+            p_uncond=p_uncond,
         )  # fmt: skip
         assert isinstance(self.schedule, DiscreteSchedule)
         self.chain: DiscreteSchedule = self.schedule
-        self.config.update(variance=variance, decoder=decoder)
+        self.config.update(variance=variance, decoder=decoder, levels=levels)
 
     def sampling_view(self, predictions: PathPredictions | None = None) -> ChainSampling:
         """:class:`PathSampling` of ``predictions`` (default: this model) with the chain."""
@@ -159,7 +175,7 @@ class DDPM(DiffusionModel):
     ) -> LossOutput:
         """L_simple: ``||eps - eps_theta(x_i, i / T)||^2`` with i ~ U{1..T} (Algorithm 1);
         with labels ``y``, classifier-free training (:meth:`with_labels`)."""
-        self._check(x)
+        check_batch(x, self.shape)
         eps_model = self.with_labels(self.as_kind("eps"), x, y, generator)
         loss = losses.ddpm_simple_loss(eps_model, x, self.chain, generator=generator)
         return loss, {"l_simple": float(loss.detach())}
@@ -169,7 +185,9 @@ class DDPM(DiffusionModel):
         with the model's reverse ``variance`` (the one ancestral sampling uses).
 
         T network calls on the batch (:func:`probpath.losses.ddpm_nll_bound`); bits/dim is
-        this over ``dim * ln 2``.
+        this over ``dim * ln 2``. With ``decoder="discretized"`` ``x`` holds grid points
+        (``to_centered`` pixels) and the bound is on ``-log P(pixels)``, a discrete NLL: no
+        dequantization term enters.
         """
         return self.nll_bounds(x, variances=(self.config["variance"],), generator=generator)[
             self.config["variance"]
@@ -185,47 +203,10 @@ class DDPM(DiffusionModel):
         """The ELBO's bound for each fixed reverse variance, from one pass over the chain
         (:func:`probpath.losses.ddpm_nll_bounds`): every one is a valid upper bound on
         ``-log p(x)``, so the smallest mean is the one to report (``probpath eval`` does)."""
-        self._check(x)
+        check_batch(x, self.shape)
+        levels = self.config["levels"]
         return losses.ddpm_nll_bounds(
             self.as_kind("eps"), x, self.chain, decoder=self.config["decoder"],
-            variances=tuple(variances), generator=generator,
+            levels=256 if levels is None else levels, variances=tuple(variances),
+            generator=generator,
         )  # fmt: skip
-
-    def trajectories(
-        self,
-        z_or_n: Tensor | int,
-        n_times: int = 50,
-        *,
-        generator: torch.Generator | None = None,
-        sampler: str = "ancestral",
-        steps: int | None = None,
-    ) -> Tensor:
-        """The denoising trajectory: states of ``sampler`` ("ancestral" or "ddim") at
-        ``n_times`` roughly equally spaced steps from noise to data, shape
-        (n_times, n, dim); ``z_or_n`` is a starting noise or a number of points."""
-        if n_times < 2:
-            raise ValueError(f"n_times must be at least 2 (both ends), got {n_times}")
-        if sampler not in ("ancestral", "ddim"):
-            raise ValueError(f"trajectories support 'ancestral' or 'ddim', got {sampler!r}")
-        z = self.prior_sample(z_or_n, generator=generator) if isinstance(z_or_n, int) else z_or_n
-        self._check(z)
-        states = [z]
-        if steps is None:
-            steps = self.sampler_options(sampler)["steps"]
-        n_steps = len(ddpm_timesteps(self.chain.T, steps)) - 1
-        if n_times > n_steps + 1:
-            raise ValueError(f"n_times can be at most steps + 1 = {n_steps + 1}, got {n_times}")
-        keep = set(torch.linspace(0, n_steps - 1, n_times - 1).round().long().tolist())
-
-        def record(k: int, x: Tensor) -> None:
-            if k in keep:
-                states.append(x)
-
-        self._entry(sampler).run(
-            self.sampling_view(), z, steps=steps, generator=generator, callback=record
-        )
-        return torch.stack(states)
-
-    def _check(self, x: Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")

@@ -39,22 +39,29 @@ samplers see.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from probpath.models._path_samplers import (
+    DPMMethod,
+    dpm_entry,
+    dpm_nfe,
+    euler_maruyama_entry,
+    heun_entry,
+    pc_entry,
+    pf_ode_entry,
+)
 from probpath.models._predictions import PathPredictions, PathSampling
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
+from probpath.models._shape import NetSpec, data_shape, family_net
 from probpath.models.base import LossOutput
-from probpath.nets import MLP, check_labels
+from probpath.nets import check_labels
 from probpath.parametrize import KINDS
 from probpath.paths import GaussianPath, Schedule, make_schedule
-from probpath.samplers._common import Callback
-from probpath.samplers.dpm_solver import dpm_solver, dpm_solver_pp, logsnr_times
-from probpath.samplers.ode import edm_times, heun_edm, probability_flow
-from probpath.samplers.sde import predictor_corrector, reverse_sde_euler
 from probpath.sdes import SDE
 from probpath.solvers import FIXED_STEP_NFE
 
@@ -66,109 +73,6 @@ __all__ = [
     "SamplerEntry",
     "default_time_range",
 ]
-
-_DPM_NFE = {"2m": 1, "1": 1, "2": 2, "3": 3}  # NFE per step of each DPM-Solver variant
-DPMMethod = Literal["2m", "1", "2", "3"]
-"""``"2m"``: DPM-Solver++(2M); ``"1"`` .. ``"3"``: singlestep DPM-Solver of that order."""
-
-
-def _euler_maruyama(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 1000,
-    final_noise: bool = False,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """The reverse SDE by Euler–Maruyama (:func:`probpath.samplers.reverse_sde_euler`)."""
-    return reverse_sde_euler(
-        m.score, x, m.time_grid(steps, x), schedule=m.schedule, final_noise=final_noise,
-        generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _pc(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 500,
-    snr: float = 0.16,
-    n_corrector: int = 1,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """Predictor–corrector (:func:`probpath.samplers.predictor_corrector`)."""
-    return predictor_corrector(
-        m.score, x, m.time_grid(steps, x), schedule=m.schedule, snr=snr,
-        n_corrector=n_corrector, generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _pf_ode(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int | None = None,
-    method: str | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    options: dict[str, Any] | None = None,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """The PF-ODE with any :func:`probpath.solvers.odeint` ``method``: dopri5 by default, heun
-    when ``steps`` is given; a fixed-step method without ``steps`` takes 100."""
-    if method is None:
-        method = "dopri5" if steps is None else "heun"
-    if steps is None:
-        steps = 100 if method in FIXED_STEP_NFE else 1
-    return probability_flow(
-        m.velocity, x, m.time_grid(steps, x), method=method, rtol=rtol, atol=atol,
-        options=options, generator=generator, callback=callback,
-    )  # fmt: skip
-
-
-def _heun(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 20,
-    rho: float = 7.0,
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """EDM's Heun (:func:`probpath.samplers.heun_edm`) on the ``rho`` grid of ``edm_times``."""
-    ts = edm_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max, rho=rho).to(x)
-    return heun_edm(m.eps, x, ts, schedule=m.schedule, generator=generator, callback=callback)
-
-
-def _dpm_nfe(method: str) -> int:
-    """NFE per step of the DPM-Solver variant ``method``, checked."""
-    if method not in _DPM_NFE:
-        raise ValueError(f"dpm method must be one of {', '.join(_DPM_NFE)}, got {method!r}")
-    return _DPM_NFE[method]
-
-
-def _dpm(
-    m: PathSampling,
-    x: Tensor,
-    *,
-    steps: int = 20,
-    method: DPMMethod = "2m",
-    generator: torch.Generator | None = None,
-    callback: Callback | None = None,
-) -> tuple[Tensor, int]:
-    """DPM-Solver on ``logsnr_times`` (:func:`probpath.samplers.dpm_solver`, ``dpm_solver_pp``)."""
-    order = _dpm_nfe(method)  # a singlestep solver of order k spends k NFE a step
-    ts = logsnr_times(m.schedule, steps, t_min=m.t_min, t_max=m.t_max).to(x)
-    if method == "2m":
-        return dpm_solver_pp(
-            m.x0, x, ts, schedule=m.schedule, generator=generator, callback=callback
-        )
-    return dpm_solver(
-        m.eps, x, ts, schedule=m.schedule, order=order, generator=generator, callback=callback
-    )
 
 
 def default_time_range(
@@ -188,11 +92,19 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
     """A network on a Gaussian path, in any parametrisation, with every sampler.
 
     Args:
-        dim: data dimension.
+        dim: data dimension (vectors; default 2); ``shape``: one example's shape instead,
+            ``[C, H, W]`` for images (``dim`` is then its product). Every method takes
+            batches ``(batch, *shape)``.
         schedule: a :func:`probpath.paths.make_schedule` name ("vp", "subvp", "vp-cosine",
             "ve", "ot", "ddpm-linear", "ddpm-cosine"); ``schedule_kwargs`` its arguments.
         prediction: the network's output kind: "eps", "x0", "score", "v" or "velocity".
-        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP`; the network
+        net: the network, ``"auto"`` (the U-Net for images, else the MLP), ``"mlp"`` or
+            ``"unet"`` (:func:`probpath.nets.build_net`, role ``"field"``; ``config`` keeps
+            the resolved kind), with ``net_config`` overriding its sizes (e.g.
+            ``{"base_channels": 16}``); or any callable ``net(x, t)`` (``net(x, t, y=...)``
+            for a conditional model, ``y=None`` meaning the null label), e.g. an analytic
+            oracle in tests, which is not part of ``config``.
+        hidden, activation, time_embedding: the :class:`~probpath.nets.MLP`'s; the network
             sees ``t`` in [0, 1] (a DDPM index i is ``t = i / T``).
         t_min: the data end of sampling and likelihood (default 1e-5 for "ot", else 1e-3).
         t_max: the noise end; default 1, or ``1 - t_min`` where alpha(1) = 0.
@@ -201,14 +113,12 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
             (:class:`~probpath.nets.MLP`), and is trained with labels dropped to null with
             probability ``p_uncond`` (:meth:`with_labels`), ready for classifier-free
             guidance (:func:`probpath.guidance.guide`).
-        net: any callable ``net(x, t)`` instead of the MLP (e.g. an analytic oracle in tests,
-            or a U-Net; ``net(x, t, y=...)`` for a conditional model, ``y=None`` meaning the
-            null label); it is not part of ``config``.
 
     Sampling: ``samplers`` lists the accepted names (and ``"em"``, ``"ode"`` for
     ``"euler-maruyama"``, ``"pf-ode"``); ``sample(n, sampler=..., steps=..., **options)``
     returns samples and ``sample_with_nfe`` also the NFE used; ``sampler_options(name)``
-    lists a sampler's options and their defaults.
+    lists a sampler's options and their defaults; ``trajectories(n, n_times, sampler=...)``
+    the denoising path x_t of any sampler, shape (n_times, n, *shape).
 
     Example:
         >>> model = DiffusionModel(dim=2, schedule="vp", hidden=[16])
@@ -219,15 +129,20 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         (torch.Size([4, 2]), 10)
         >>> model.log_prob(torch.zeros(3, 2)).shape
         torch.Size([3])
+        >>> images = DiffusionModel(shape=[1, 8, 8], net_config={"base_channels": 8})
+        >>> images.config["net"], images.sample(2, sampler="heun", steps=2).shape
+        ('unet', torch.Size([2, 1, 8, 8]))
+        >>> images.trajectories(2, n_times=3, sampler="heun", steps=4).shape
+        torch.Size([3, 2, 1, 8, 8])
     """
 
     # entries over PathSampling; a family's own entries may read a subclass of it
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[Any]]] = {
-        "euler-maruyama": SamplerEntry(_euler_maruyama, lambda o: 1),
-        "pc": SamplerEntry(_pc, lambda o: 1 + o["n_corrector"]),
-        "pf-ode": SamplerEntry(_pf_ode, lambda o: FIXED_STEP_NFE.get(o["method"] or "heun")),
-        "heun": SamplerEntry(_heun, lambda o: 2),
-        "dpm": SamplerEntry(_dpm, lambda o: _dpm_nfe(o["method"])),
+        "euler-maruyama": SamplerEntry(euler_maruyama_entry, lambda o: 1),
+        "pc": SamplerEntry(pc_entry, lambda o: 1 + o["n_corrector"]),
+        "pf-ode": SamplerEntry(pf_ode_entry, lambda o: FIXED_STEP_NFE.get(o["method"] or "heun")),
+        "heun": SamplerEntry(heun_entry, lambda o: 2),
+        "dpm": SamplerEntry(dpm_entry, lambda o: dpm_nfe(o["method"])),
     }
     SAMPLER_ALIASES: ClassVar[Mapping[str, str]] = {"em": "euler-maruyama", "ode": "pf-ode"}
     default_sampler = "pf-ode"
@@ -235,7 +150,7 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         schedule: str = "vp",
         schedule_kwargs: dict[str, Any] | None = None,
         prediction: str = "eps",
@@ -245,11 +160,14 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
-        net: Callable[..., Tensor] | None = None,
     ) -> None:
         super().__init__()
+        self.shape = data_shape(dim, shape)
         if prediction not in KINDS:
             raise ValueError(f"unknown prediction {prediction!r}; choose one of {KINDS}")
         if n_classes < 0 or not 0.0 <= p_uncond <= 1.0:
@@ -260,13 +178,21 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
         self.schedule = make_schedule(schedule, **kwargs)
         self.path = GaussianPath(self.schedule)
         t_min, t_max = default_time_range(schedule, self.schedule, t_min, t_max)
-        self.dim, self.prediction, self.t_min, self.t_max = dim, prediction, t_min, t_max
+        self.dim, self.prediction = math.prod(self.shape), prediction
+        self.t_min, self.t_max = t_min, t_max
         self.n_classes, self.p_uncond = int(n_classes), float(p_uncond)
         # the path's name and arguments: NoisyClassifier(**model.schedule_config, ...) is a
         # classifier on the same path, for classifier guidance
         self.schedule_config: dict[str, Any] = dict(schedule=schedule, schedule_kwargs=kwargs)
+        self.net, kind, net_config = family_net(
+            net, self.shape, role="field", n_classes=self.n_classes, net_config=net_config,
+            mlp=dict(hidden=tuple(hidden), activation=activation, time_embedding=time_embedding),
+        )  # fmt: skip
         self.config: dict[str, Any] = dict(
-            dim=dim,
+            dim=self.dim,
+            shape=list(self.shape),
+            net=kind,
+            net_config=net_config,
             schedule=schedule,
             schedule_kwargs=kwargs,
             prediction=prediction,
@@ -278,9 +204,6 @@ class DiffusionModel(PathPredictions, SamplerDispatch, nn.Module):
             n_classes=self.n_classes,
             p_uncond=self.p_uncond,
         )
-        if net is None:
-            net = MLP(dim, hidden, activation, time_embedding, n_classes=self.n_classes)
-        self.net = net
         self.sde = SDE(self.schedule)
         # follows .to(dtype/device) even when the network has no parameters
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)

@@ -11,6 +11,11 @@ energy is fitted with an objective that needs only the score -- implicit (Hyvär
 The density itself needs :math:`Z_\theta`: :meth:`EBM.log_prob` computes it numerically,
 by summing :math:`\exp(-E)` over a regular grid on a box, which is only practical in 2-D
 (it raises otherwise); mass outside the box is ignored.
+
+On images ``(C, H, W)`` the energy is convolutional (:class:`probpath.nets.ConvEnergy`),
+fitted by sliced or denoising score matching (implicit score matching would need one
+backward pass per pixel), and Langevin dynamics runs with a smaller step and more steps
+(:data:`IMAGE_LANGEVIN`).
 """
 
 from __future__ import annotations
@@ -25,14 +30,25 @@ from torch import Tensor, nn
 
 from probpath import losses
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
+from probpath.models._shape import check_batch, data_shape, family_net
 from probpath.models.base import LossOutput
-from probpath.nets import MLP
 from probpath.samplers import langevin
 from probpath.samplers._common import Callback
 
-__all__ = ["EBM", "LangevinSampling"]
+__all__ = ["EBM", "IMAGE_LANGEVIN", "LangevinSampling"]
 
 OBJECTIVES = ("ism", "ssm", "dsm")
+VECTOR_LANGEVIN = {"step_size": 0.01, "n_steps": 500}
+IMAGE_LANGEVIN = {"step_size": 1e-3, "n_steps": 1000}
+"""Langevin's defaults on images in [-1, 1] (:func:`probpath.data.to_centered`). Chosen on
+the Gaussian fit N(m, S + 0.1² I) of the data (0.1 the default DSM noise, so the smallest
+variance is 0.01), where unadjusted Langevin from N(0, I) is Gaussian in closed form at every
+step. KL to the target per dimension, digits (8x8) / mnist5k (28x28): 0.0028 / 0.013 after
+these 1000 steps of 1e-3, 0.00056 / 0.0067 after 2000; the vector defaults (500 steps of
+0.01, the smallest variance itself) stay at 0.031 / 0.059, a biased stationary law. Steps of
+3e-3 do better at 1000 steps (0.0016 / 0.0068) but stop there (floor 0.0015 / 0.0031) and are
+unstable for an energy whose narrowest direction has a standard deviation below 0.039 (1e-3:
+0.022), so 1e-3 is the safer default (benchmarks/bench_ebm_langevin.py, docs/ebm.md)."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +79,23 @@ def _langevin(
 
 
 class EBM(SamplerDispatch, nn.Module):
-    """A scalar energy MLP E_θ(x) fitted by score matching, sampled by Langevin dynamics.
+    """A scalar energy E_θ(x) fitted by score matching, sampled by Langevin dynamics.
 
     Args:
-        dim: data dimension.
-        hidden, activation: the energy MLP (its time input is fixed at 0).
-        objective: ``"ism"`` (implicit, exact trace: ``dim`` backward passes), ``"ssm"``
-            (sliced, one projection with variance reduction) or ``"dsm"`` (denoising at
-            ``noise_sigma``: fits the data blurred by N(0, noise_sigma² I)).
+        dim: data dimension (vectors; default 2); ``shape``: one example's shape instead,
+            ``[C, H, W]`` for images (``dim`` is its product).
+        net: ``"auto"`` (:class:`~probpath.nets.ConvEnergy` for images, else the MLP),
+            ``"mlp"`` or ``"unet"`` (the convolutional energy; :func:`probpath.nets.build_net`,
+            role ``"energy"``), ``net_config`` overriding its arguments; ``config`` keeps the
+            resolved kind.
+        hidden, activation: the energy MLP's (its time input is fixed at 0).
+        objective: ``"ism"`` (implicit, exact trace: ``dim`` backward passes; refused on
+            images), ``"ssm"`` (sliced, one projection with variance reduction) or ``"dsm"``
+            (denoising at ``noise_sigma``: fits the data blurred by N(0, noise_sigma² I)).
         noise_sigma: DSM's noise level.
-        step_size, n_steps, init_std: Langevin sampling from N(0, init_std² I).
+        step_size, n_steps, init_std: Langevin sampling from N(0, init_std² I); ``None``:
+            step 0.01 and 500 steps on vectors, :data:`IMAGE_LANGEVIN` (1e-3, 1000) on
+            images; ``config`` keeps the values used.
         grid_size, grid_extent: the quadrature of :meth:`log_prob` (2-D only): a
             ``grid_size`` x ``grid_size`` grid on [-grid_extent, grid_extent]².
 
@@ -85,26 +108,48 @@ class EBM(SamplerDispatch, nn.Module):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
         objective: str = "ssm",
         noise_sigma: float = 0.1,
-        step_size: float = 0.01,
-        n_steps: int = 500,
+        step_size: float | None = None,
+        n_steps: int | None = None,
         init_std: float = 1.0,
         grid_size: int = 256,
         grid_extent: float = 4.0,
+        *,
+        shape: Sequence[int] | None = None,
+        net: str = "auto",
+        net_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.shape = data_shape(dim, shape)
+        self.dim = math.prod(self.shape)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "ism" and len(self.shape) == 3:
+            raise ValueError(
+                f"implicit score matching takes one backward pass per dimension, "
+                f"{self.dim} a step on {list(self.shape)} images: use objective='ssm' "
+                "(sliced) or 'dsm' (denoising), which take one"
+            )
+        langevin_defaults = IMAGE_LANGEVIN if len(self.shape) == 3 else VECTOR_LANGEVIN
+        step_size = langevin_defaults["step_size"] if step_size is None else step_size
+        n_steps = int(langevin_defaults["n_steps"]) if n_steps is None else n_steps
         if not (noise_sigma > 0 and step_size > 0 and init_std > 0 and grid_extent > 0):
             raise ValueError("noise_sigma, step_size, init_std and grid_extent must be > 0")
         if n_steps < 1 or grid_size < 2:
             raise ValueError(f"need n_steps >= 1 and grid_size >= 2, got {n_steps}, {grid_size}")
+        self.net, kind, net_config = family_net(
+            net, self.shape, role="energy", net_config=net_config,
+            mlp=dict(hidden=tuple(hidden), activation=activation, time_embedding="concat"),
+        )  # fmt: skip
         self.config: dict[str, Any] = dict(
-            dim=dim,
+            dim=self.dim,
+            shape=list(self.shape),
+            net=kind,
+            net_config=net_config,
             hidden=list(hidden),
             activation=activation,
             objective=objective,
@@ -115,8 +160,6 @@ class EBM(SamplerDispatch, nn.Module):
             grid_size=grid_size,
             grid_extent=grid_extent,
         )
-        self.dim = dim
-        self.net = MLP(dim, hidden, activation, "concat", out_dim=1)
 
     SAMPLERS: ClassVar[Mapping[str, SamplerEntry[LangevinSampling]]] = {
         "langevin": SamplerEntry(_langevin, lambda o: 1),
@@ -127,10 +170,6 @@ class EBM(SamplerDispatch, nn.Module):
         """What the Langevin sampler reads."""
         c = self.config
         return LangevinSampling(self.score, c["step_size"], c["n_steps"])
-
-    def _check(self, x: Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
 
     def energy(self, x: Tensor) -> Tensor:
         """E_θ(x), shape (batch,)."""
@@ -147,7 +186,7 @@ class EBM(SamplerDispatch, nn.Module):
 
     def loss(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossOutput:
         """The configured score-matching objective on the batch."""
-        self._check(x)
+        check_batch(x, self.shape)
         c = self.config
 
         def score(y: Tensor) -> Tensor:
@@ -167,15 +206,16 @@ class EBM(SamplerDispatch, nn.Module):
         """Langevin chains start from N(0, init_std² I)."""
         p = next(self.parameters())
         return self.config["init_std"] * torch.randn(
-            n, self.dim, generator=generator, dtype=p.dtype, device=p.device
+            n, *self.shape, generator=generator, dtype=p.dtype, device=p.device
         )
 
     def grid(self) -> tuple[Tensor, float]:
         """The quadrature points of :meth:`log_prob`, shape (grid_size², 2), and the cell area."""
-        if self.dim != 2:
+        if self.shape != (2,):
             raise ValueError(
                 f"EBM.log_prob normalises exp(-E) on a grid, which is only practical in 2-D; "
-                f"this model has dim={self.dim} (use the unnormalised -energy(x) instead)"
+                f"this model's data have shape {list(self.shape)} (use the unnormalised "
+                "-energy(x) instead: log p = -E - log Z up to the unknown constant log Z)"
             )
         c = self.config
         p = next(self.parameters())
@@ -193,5 +233,5 @@ class EBM(SamplerDispatch, nn.Module):
 
     def log_prob(self, x: Tensor) -> Tensor:
         """log p_θ(x) = -E_θ(x) - log Z, with Z by quadrature (2-D only), shape (batch,)."""
-        self._check(x)
+        check_batch(x, self.shape)
         return -self.energy(x) - self.log_normalizer()

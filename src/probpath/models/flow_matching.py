@@ -26,7 +26,7 @@ and the score-based samplers are switched off for such a model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +34,7 @@ from torch import Tensor
 
 from probpath.coupling import ot_coupling
 from probpath.losses import conditional_flow_matching
+from probpath.models._shape import NetSpec, check_batch
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.samplers._common import Callback
@@ -90,17 +91,17 @@ class FlowMatching(DiffusionModel):
     """Conditional flow matching on a Gaussian path ("fm" in the registry).
 
     Args:
-        dim: data dimension.
+        dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         path: ``"ot"`` (CondOT, straight lines, Lipman et al. 2023 eq. 20), ``"vp"``
             (variance preserving, their eq. 19 in our clock) or ``"ve"`` (variance exploding).
         sigma_min: the noise left at the data end, ``sigma(0)`` ("ot", default 0) or the
             smallest VE noise level ("ve", default 0.01); not used by "vp".
         ot_coupling: pair each batch's noise with its data by the exact minibatch OT plan.
         schedule_kwargs: any other arguments of the schedule (e.g. ``beta_max`` for "vp").
-        hidden, activation, time_embedding, t_min, t_max, n_classes, p_uncond, net: as
-            :class:`DiffusionModel`;
-            the time enters by concatenation (``"concat"``) by default: the sinusoidal
-            features' high frequencies make the learned ODE stiff in t for adaptive solvers.
+        hidden, activation, time_embedding, net, net_config, t_min, t_max, n_classes,
+            p_uncond: as :class:`DiffusionModel`; the MLP's time enters by concatenation
+            (``"concat"``) by default: the sinusoidal features' high frequencies make the
+            learned ODE stiff in t for adaptive solvers.
 
     Samplers: ``"euler"``, ``"midpoint"``, ``"rk4"`` (fixed steps, default 100) and
     ``"dopri5"`` (adaptive, the default) integrate the learned ODE; ``"pf-ode"`` takes any
@@ -124,7 +125,7 @@ class FlowMatching(DiffusionModel):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         path: str = "ot",
         sigma_min: float | None = None,
         ot_coupling: bool = False,
@@ -135,9 +136,11 @@ class FlowMatching(DiffusionModel):
         t_min: float | None = None,
         t_max: float | None = None,
         *,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
-        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if path not in PATHS:
             raise ValueError(f"unknown path {path!r}; flow matching accepts {', '.join(PATHS)}")
@@ -158,9 +161,11 @@ class FlowMatching(DiffusionModel):
             time_embedding=time_embedding,
             t_min=t_min,
             t_max=t_max,
+            shape=shape,
+            net=net,
+            net_config=net_config,
             n_classes=n_classes,
             p_uncond=p_uncond,
-            net=net,
         )
         base = {k: v for k, v in self.config.items() if k not in ("schedule", "prediction")}
         self.config = dict(base, path=path, sigma_min=sigma_min, ot_coupling=ot_coupling)
@@ -182,8 +187,7 @@ class FlowMatching(DiffusionModel):
         """CFM loss on the batch ``x`` (data at t = 0) with N(0, I) noise at t = 1, logging
         ``cfm``; times are uniform on [t_min, 1] (the VP velocity is infinite at t = 0).
         With labels ``y``, classifier-free training (:meth:`with_labels`)."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        check_batch(x, self.shape)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         if self.ot_coupling:
             noise = ot_coupling(x, noise)

@@ -19,7 +19,7 @@ interpolates between the L trained ones).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from probpath import losses
 from probpath.models._predictions import PathPredictions
+from probpath.models._shape import NetSpec, check_batch
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.paths import ve_sigmas
@@ -74,14 +75,15 @@ class NCSN(DiffusionModel):
     """NCSN: s_θ(x, σ) on geometric levels, weighted DSM, annealed Langevin sampling.
 
     Args:
-        dim: data dimension.
+        dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         sigma_min, sigma_max, n_levels: the levels σ_1 = sigma_max > ... > σ_L = sigma_min
             (sigma_max about the largest distance between data points, Song & Ermon 2020).
         prediction: the network's kind. ``"eps"`` (default) means
             s_θ(x, σ) = -net(x, t(σ)) / σ, NCSNv2's 1/σ output scaling (Song & Ermon 2020,
             technique 3), so the weighted loss is ``||net - eps||^2 / 2``; ``"score"`` is the
             raw score network of the 2019 paper.
-        hidden, activation, time_embedding: the MLP.
+        hidden, activation, time_embedding, net, net_config: the network (see
+            :class:`DiffusionModel`).
         step_size: Langevin ε, the step at σ_L (the step at level σ_i is ε σ_i² / σ_L²;
             2e-5 with σ_L = 0.01 in the paper).
         n_steps_per_level: Langevin steps per level by default; ``sample(steps=N)`` runs
@@ -89,7 +91,6 @@ class NCSN(DiffusionModel):
         t_min, t_max, schedule, schedule_kwargs: set from the levels (accepted so that
             ``config`` rebuilds the model).
         n_classes, p_uncond: a conditional model (see :class:`DiffusionModel`).
-        net: any ``net(x, t)`` instead of the MLP (e.g. an analytic score in tests).
 
     Example:
         >>> model = NCSN(dim=2, hidden=[16], n_levels=4, sigma_max=2.0)
@@ -107,7 +108,7 @@ class NCSN(DiffusionModel):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         sigma_min: float = 0.01,
         sigma_max: float = 5.0,
         n_levels: int = 10,
@@ -122,9 +123,11 @@ class NCSN(DiffusionModel):
         schedule: str = "ve",
         schedule_kwargs: dict[str, Any] | None = None,
         *,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
-        net: Callable[..., Tensor] | None = None,
     ) -> None:
         if schedule != "ve":
             raise ValueError(f"NCSN lives on the variance-exploding path 've', got {schedule!r}")
@@ -137,8 +140,8 @@ class NCSN(DiffusionModel):
         kwargs = {"sigma_min": sigma_min, "sigma_max": sigma_max}
         super().__init__(
             dim, "ve", kwargs, prediction, hidden, activation, time_embedding,
-            1e-3 if t_min is None else t_min, 1.0 if t_max is None else t_max,
-            n_classes=n_classes, p_uncond=p_uncond, net=net,
+            1e-3 if t_min is None else t_min, 1.0 if t_max is None else t_max, shape=shape,
+            net=net, net_config=net_config, n_classes=n_classes, p_uncond=p_uncond,
         )  # fmt: skip
         self.config.update(
             sigma_min=sigma_min,
@@ -173,8 +176,7 @@ class NCSN(DiffusionModel):
     ) -> LossOutput:
         """Weighted DSM over the levels, λ(σ) = σ² (Song & Ermon 2019, eq. 6); with labels
         ``y``, classifier-free training (:meth:`with_labels`)."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        check_batch(x, self.shape)
         score = self.with_labels(self.noise_conditional_score, x, y, generator)
         loss = losses.noise_conditional_score_matching(
             score, x, self.sigmas.to(x), generator=generator

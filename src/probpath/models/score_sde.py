@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from probpath.losses import WEIGHTINGS, score_sde_loss
+from probpath.models._shape import NetSpec, check_batch
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel
 
@@ -35,7 +36,7 @@ class ScoreSDE(DiffusionModel):
     """Score SDE: a VE/VP/sub-VP path, continuous-time DSM, every sampler.
 
     Args:
-        dim: data dimension.
+        dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         sde: ``"vp"`` (beta_min, beta_max), ``"ve"`` (sigma_min, sigma_max) or ``"subvp"``;
             their parameters in ``schedule_kwargs``.
         weighting: ``"sigma2"`` (λ = σ², default) or ``"likelihood"`` (λ = g²).
@@ -44,8 +45,8 @@ class ScoreSDE(DiffusionModel):
             on with the likelihood weight (its uniform-t estimate is far noisier), off else.
         prediction: the network's kind (default ``"eps"``, i.e. the score times -σ, which
             keeps the output O(1)); any kind works: the loss reads the score.
-        hidden, activation, time_embedding, t_min, t_max, n_classes, p_uncond: as
-            ``DiffusionModel``.
+        hidden, activation, time_embedding, net, net_config, t_min, t_max, n_classes,
+            p_uncond: as :class:`DiffusionModel`.
         For VE the default ``sigma_max`` is 10 (enough for standardised 2-D data; Song
         et al.'s rule: the largest pairwise distance of the data).
 
@@ -60,7 +61,7 @@ class ScoreSDE(DiffusionModel):
 
     def __init__(
         self,
-        dim: int = 2,
+        dim: int | None = None,
         sde: str = "vp",
         schedule_kwargs: dict[str, Any] | None = None,
         weighting: str = "sigma2",
@@ -72,6 +73,9 @@ class ScoreSDE(DiffusionModel):
         t_max: float | None = None,
         *,
         importance_sampling: bool | None = None,
+        shape: Sequence[int] | None = None,
+        net: NetSpec = "auto",
+        net_config: dict[str, Any] | None = None,
         n_classes: int = 0,
         p_uncond: float = 0.1,
     ) -> None:
@@ -94,6 +98,9 @@ class ScoreSDE(DiffusionModel):
             time_embedding=time_embedding,
             t_min=t_min,
             t_max=t_max,
+            shape=shape,
+            net=net,
+            net_config=net_config,
             n_classes=n_classes,
             p_uncond=p_uncond,
         )
@@ -110,8 +117,7 @@ class ScoreSDE(DiffusionModel):
     ) -> LossOutput:
         """Continuous-time DSM (:func:`probpath.losses.score_sde_loss`), logging ``dsm``; with
         labels ``y``, classifier-free training (:meth:`with_labels`)."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}), got {tuple(x.shape)}")
+        check_batch(x, self.shape)
         score = self.with_labels(self.score, x, y, generator)
         loss = score_sde_loss(
             score, x, self.path, t_min=self.t_min, weighting=self.weighting,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -69,6 +70,53 @@ def _initial_step(
     return min(100 * h0, h1)
 
 
+@dataclass(frozen=True)
+class _StepControl:
+    """The step-size rule of an adaptive method: a PI controller on the error norm r
+    (``r <= 1`` accepts), clipped to ``[dfactor, ifactor]`` times the last step."""
+
+    order: float
+    safety: float
+    ifactor: float
+    dfactor: float
+
+    @classmethod
+    def of(cls, tab: ButcherTableau, opts: Mapping[str, Any]) -> _StepControl:
+        return cls(
+            tab.error_order,
+            float(opts.get("safety", 0.9)),
+            float(opts.get("ifactor", 10.0)),
+            float(opts.get("dfactor", 0.2)),
+        )
+
+    def after_accept(self, err_norm: float, prev_err: float) -> float:
+        """Growth factor ``safety r^-(KI+KP)/k r_prev^(KP/k)`` in ``[1, ifactor]``."""
+        if err_norm == 0:
+            return self.ifactor
+        grow = self.safety * err_norm ** (-(_KI + _KP) / self.order)
+        return min(self.ifactor, max(1.0, grow * prev_err ** (_KP / self.order)))
+
+    def after_reject(self, err_norm: float) -> float:
+        """Shrink factor ``safety r^(-1/k)``, at least ``dfactor``."""
+        return max(self.dfactor, self.safety * err_norm ** (-1.0 / self.order))
+
+
+def _check_step(dt: float, t: float, t_end: float, eps: float, nonfinite: bool) -> None:
+    """Raise when the step has underflowed (relative to t): the solve cannot progress."""
+    if abs(dt) > 4 * eps * max(abs(t), abs(t_end), 1e-300):
+        return
+    if nonfinite:
+        raise SolverError(
+            f"func(t, y) is not finite (nan or inf) just after t={t:g}, however small "
+            "the step; check func (and its inputs) there"
+        )
+    raise SolverError(
+        f"step size underflow at t={t:g} (step {abs(dt):.3g}): the solution may "
+        "blow up near this time, or the problem is stiff; check func there, "
+        "loosen rtol/atol, or use a fixed-grid method"
+    )
+
+
 def _solve_adaptive(
     f: Func,
     tab: ButcherTableau,
@@ -88,20 +136,15 @@ def _solve_adaptive(
 
     norm = make_norm(opts.get("norm", "rms"), layout)
     max_steps = opts.get("max_num_steps", MAX_NUM_STEPS)
-    safety = float(opts.get("safety", 0.9))
-    ifactor, dfactor = float(opts.get("ifactor", 10.0)), float(opts.get("dfactor", 0.2))
-    k_exp = tab.error_order
-    alpha, beta = (_KI + _KP) / k_exp, _KP / k_exp
+    control = _StepControl.of(tab, opts)
     a_terms, e_terms, c1, dense = tab.a_terms, tab.e_terms, tab.c[1:], tab.dense
-    scalar = torch.scalar_tensor
     # error control is never differentiated; skip the context switch when grad is off
     no_grad = torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
     assert dense is not None and tab.fsal
 
     t0, t_end = ts[0], ts[-1]
     direction = 1.0 if t_end > t0 else -1.0
-    y = y0
-    nfe = 1
+    y, nfe = y0, 1
     if opts.get("first_step") is not None:
         h = float(opts["first_step"])
     else:
@@ -124,20 +167,9 @@ def _solve_adaptive(
             last = (t + dt - t_end) * direction >= 0
             if last:
                 dt = t_end - t
-            if abs(dt) <= 4 * eps * max(abs(t), abs(t_end), 1e-300):
-                if nonfinite:
-                    raise SolverError(
-                        f"func(t, y) is not finite (nan or inf) just after t={t:g}, however small "
-                        "the step; check func (and its inputs) there"
-                    )
-                raise SolverError(
-                    f"step size underflow at t={t:g} (step {abs(dt):.3g}): the solution may "
-                    "blow up near this time, or the problem is stiff; check func there, "
-                    "loosen rtol/atol, or use a fixed-grid method"
-                )
+            _check_step(dt, t, t_end, eps, nonfinite)
             t_new = t_end if last else t + dt
-            times = [scalar(t + ci * dt, dtype=dtype, device=device) for ci in c1]
-            ks, y_new = rk_stages(f, a_terms, times, y, k0, dt)
+            ks, y_new = rk_stages(f, a_terms, [tt(t + ci * dt) for ci in c1], y, k0, dt)
             nfe += len(a_terms)
             with no_grad:
                 # r = err / (atol + rtol m) = (err / rtol) / (m + atol / rtol): two ops fewer
@@ -152,26 +184,24 @@ def _solve_adaptive(
                         "func may blow up there"
                     )
                 n_rej += 1
-                h, nonfinite = abs(dt) * dfactor, True
+                h, nonfinite = abs(dt) * control.dfactor, True
                 continue
             nonfinite = False
-            if err_norm <= 1.0:
-                while i_out < len(ts) and (ts[i_out] - t_new) * direction < 0:
-                    w = dense((ts[i_out] - t) / dt)
-                    outs.append(combine(y, ks, [(j, x) for j, x in enumerate(w) if x != 0.0], dt))
-                    i_out += 1
-                if i_out < len(ts) and ts[i_out] == t_new:
-                    outs.append(y_new)
-                    i_out += 1
-                t, y, k0, ay = t_new, y_new, ks[-1], ay_new
-                n_acc += 1
-                factor = ifactor if err_norm == 0 else safety * err_norm**-alpha * prev_err**beta
-                factor = min(ifactor, max(1.0, factor))
-                prev_err = max(err_norm, 1e-4)
-            else:
+            if err_norm > 1.0:
                 n_rej += 1
-                factor = max(dfactor, safety * err_norm ** (-1.0 / k_exp))
-            h = abs(dt) * factor
+                h = abs(dt) * control.after_reject(err_norm)
+                continue
+            while i_out < len(ts) and (ts[i_out] - t_new) * direction < 0:  # dense output
+                w = dense((ts[i_out] - t) / dt)
+                outs.append(combine(y, ks, [(j, x) for j, x in enumerate(w) if x != 0.0], dt))
+                i_out += 1
+            if i_out < len(ts) and ts[i_out] == t_new:
+                outs.append(y_new)
+                i_out += 1
+            t, y, k0, ay = t_new, y_new, ks[-1], ay_new
+            n_acc += 1
+            h = abs(dt) * control.after_accept(err_norm, prev_err)
+            prev_err = max(err_norm, 1e-4)
     finally:  # also counts the work of a failed solve
         if stats is not None:
             stats.nfe += nfe

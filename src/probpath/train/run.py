@@ -10,6 +10,7 @@ data's kind and shape and, for a run on labelled data, the class names (label k 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,28 +26,25 @@ from .evaluate import count_nfe, dequantized_nll, map_chunks
 from .rows import RunRows, load_rows
 from .space import ModelSpace
 
-__all__ = ["LoadedRun", "check_weights", "load_run", "run_space"]
+__all__ = ["LoadedRun", "build_for", "check_weights", "load_run", "run_space"]
 
 
 def run_space(config: RunConfig, kind: str, standardizer: Standardizer | None) -> ModelSpace:
     """The model space of a run on data of ``kind`` (``RunRows.kind``): continuous rows
     by ``standardizer``; images by the run's ``image_space`` map; integer vectors on their
-    integer scale, standardised by ``standardizer`` (if any); each reshaped to the shape
-    the model takes (its config's ``shape``, or ``(dim,)``)."""
-    mc = config.model_config
-    shape = tuple(mc["shape"]) if "shape" in mc else (mc["dim"],) if "dim" in mc else None
+    integer scale, standardised by ``standardizer`` (if any)."""
     if kind == "continuous":
-        return ModelSpace(standardizer=standardizer, shape=shape)
+        return ModelSpace(standardizer=standardizer)
     if config.levels is None:
         raise ValueError(f"a run on {kind} data needs its levels K in its config")
     if kind == "images":
-        return ModelSpace(dequantizer=Dequantizer(config.levels, config.image_space), shape=shape)
+        return ModelSpace(dequantizer=Dequantizer(config.levels, config.image_space))
     std = standardizer
     if std is None:  # the integer scale itself
-        d = int(mc["dim"])
+        d = int(config.model_config["dim"])
         std = Standardizer((0.0,) * d, (1.0,) * d)
     dq = Dequantizer(config.levels, "standardized", standardizer=std)
-    return ModelSpace(standardizer=standardizer, dequantizer=dq, shape=shape)
+    return ModelSpace(standardizer=standardizer, dequantizer=dq)
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ class LoadedRun:
                 z, nfe = model.sample_with_nfe(n, generator=gen, **sampling)
             else:
                 z, nfe = model.sample(n, generator=gen), None
-        return self.space.to_data(z.detach(), self.shape), c["nfe"] if nfe is None else nfe
+        return self.space.to_data(z.detach()), c["nfe"] if nfe is None else nfe
 
 
 def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: Path) -> None:
@@ -162,16 +160,41 @@ def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: 
         for k in names
         if k not in expected or k not in ck.model or expected[k].shape != ck.model[k].shape
     )
-    if not bad:
-        return
+    if bad:
+        drift = _config_drift(ck, config)
+        what = drift or f"the parameters {', '.join(bad[:5])} differ in shape or presence"
+        raise _mismatch(ck, run_dir, what)
+
+
+def build_for(
+    make: Callable[[], nn.Module], ck: Checkpoint, config: RunConfig, run_dir: Path
+) -> nn.Module:
+    """``make()`` the model of ``config`` for the checkpoint ``ck`` and :func:`check_weights`
+    it; a ``config.json`` edited so that it no longer even builds is named the same way."""
+    try:
+        model = make()
+    except (ValueError, TypeError):
+        drift = _config_drift(ck, config)
+        if drift:
+            raise _mismatch(ck, run_dir, drift) from None
+        raise
+    check_weights(model, ck, config, run_dir)
+    return model
+
+
+def _config_drift(ck: Checkpoint, config: RunConfig) -> str | None:
+    """The model config keys of ``config`` that differ from those the checkpoint was trained
+    with, as ``key=now (trained with then)``; ``None`` when the checkpoint does not say."""
     trained = ck.meta.get("extra", {}).get("model_config")
-    if isinstance(trained, dict):
-        now = config.model_config
-        keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
-        what = ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
-    else:
-        what = f"the parameters {', '.join(bad[:5])} differ in shape or presence"
-    raise ValueError(
+    if not isinstance(trained, dict):
+        return None
+    now = config.model_config
+    keys = sorted(k for k in now.keys() | trained.keys() if now.get(k) != trained.get(k))
+    return ", ".join(f"{k}={now.get(k)!r} (trained with {trained.get(k)!r})" for k in keys)
+
+
+def _mismatch(ck: Checkpoint, run_dir: Path, what: str) -> ValueError:
+    return ValueError(
         f"{run_dir / 'config.json'} no longer matches the checkpoint {ck.path}: {what}; "
         "restore the model config the run was trained with"
     )
@@ -193,9 +216,8 @@ def load_run(
     cfg = RunConfig.load(run_dir)
     if overrides:
         cfg = replace(cfg, model_config={**cfg.model_config, **overrides})
-    model = build(cfg.model, **cfg.model_config)
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
-    check_weights(model, ck, cfg, Path(run_dir))
+    model = build_for(lambda: build(cfg.model, **cfg.model_config), ck, cfg, Path(run_dir))
     model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
     model.eval()
     extra = ck.meta.get("extra", {})

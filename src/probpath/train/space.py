@@ -34,9 +34,6 @@ class ModelSpace:
     Attributes:
         standardizer: the affine map of continuous rows (``None``: the raw rows).
         dequantizer: the map of discrete data (``None``: the data are continuous).
-        shape: one example's shape in model space, as the model takes it (e.g. ``(1, 8,
-            8)`` for images, ``(64,)`` for the same images flattened), or ``None`` for the
-            data's own shape.
 
     Example:
         >>> space = ModelSpace(dequantizer=Dequantizer(levels=4))
@@ -50,15 +47,11 @@ class ModelSpace:
 
     standardizer: Standardizer | None = None
     dequantizer: Dequantizer | None = None
-    shape: tuple[int, ...] | None = None
 
     @property
     def levels(self) -> int | None:
         """K of discrete data, ``None`` for continuous data."""
         return None if self.dequantizer is None else self.dequantizer.levels
-
-    def _model(self, z: Tensor) -> Tensor:
-        return z if self.shape is None else z.reshape(len(z), *self.shape)
 
     def forward(self, x: Tensor, *, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
         """``(z, log|det dz/dx|)`` per row, deterministic: continuous rows standardised;
@@ -66,10 +59,9 @@ class ModelSpace:
         reads them, and how a classifier sees them)."""
         dq = self.dequantizer
         if dq is None:
-            z, log_det = to_model_space(self.standardizer, x)
-            return self._model(z), log_det
+            return to_model_space(self.standardizer, x)
         z = dq.center(x, dtype=dtype)
-        return self._model(z), dq.log_det(z)
+        return z, dq.log_det(z)
 
     def dequantize(
         self,
@@ -83,16 +75,14 @@ class ModelSpace:
         draws the same noise); continuous rows as :meth:`forward` maps them."""
         if self.dequantizer is None:
             return self.forward(x)[0]
-        return self._model(self.dequantizer.dequantize(x, generator=generator, dtype=dtype))
+        return self.dequantizer.dequantize(x, generator=generator, dtype=dtype)
 
-    def to_data(self, z: Tensor, shape: tuple[int, ...] | None = None) -> Tensor:
+    def to_data(self, z: Tensor) -> Tensor:
         """Model-space points (e.g. samples) in data space: continuous rows un-standardised;
-        discrete ones as the levels whose cubes hold them (integers, clamped to 0..K-1), of
-        one example's ``shape`` in the data (default: as they come)."""
+        discrete ones as the levels whose cubes hold them (integers, clamped to 0..K-1)."""
         dq = self.dequantizer
         if dq is None:
             return to_data_space(self.standardizer, z)
-        z = z if shape is None else z.reshape(len(z), *shape)
         return dq.to_pixels(z).to(integer_dtype(dq.levels))
 
     def nll(
@@ -108,12 +98,7 @@ class ModelSpace:
         log-density ``log_prob``: -log p_x(x) of continuous rows; of discrete data, the
         dequantized bound on -log P(x) with ``k`` draws (``k = 1``: the uniform bound,
         more: the importance-weighted one)."""
-        dq = self.dequantizer
-        if dq is None:
+        if self.dequantizer is None:
             z, log_det = self.forward(x)
             return -(log_prob(z) + log_det)
-
-        def model_log_prob(z: Tensor) -> Tensor:
-            return log_prob(self._model(z))
-
-        return discrete_nll(model_log_prob, x, dq, k=k, generator=generator, dtype=dtype)
+        return discrete_nll(log_prob, x, self.dequantizer, k=k, generator=generator, dtype=dtype)

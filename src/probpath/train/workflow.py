@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import os
 import time
 from collections.abc import Collection
@@ -30,7 +29,7 @@ from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows
-from .run import LoadedRun, check_weights, load_run, run_space
+from .run import LoadedRun, build_for, load_run, run_space
 from .trainer import TrainResult, train
 
 __all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
@@ -133,10 +132,8 @@ def _build(config: RunConfig, rows: RunRows, labelled: bool) -> nn.Module:
     from ..models import build
 
     model_config = dict(config.model_config)
-    if rows.kind == "images" and _takes(config.model, "shape"):
+    if rows.kind == "images":
         model_config.setdefault("shape", list(rows.shape))
-    elif rows.kind == "images":  # a family that takes vectors: the images flattened
-        model_config.setdefault("dim", math.prod(rows.shape))
     elif rows.train.ndim == 2:
         model_config.setdefault("dim", rows.train.shape[1])
     centered = rows.kind == "images" and config.image_space == "centered"
@@ -189,10 +186,10 @@ def fit(
         config = replace(config, levels=rows.levels)
     saved = load_checkpoint(run_dir / "checkpoints") if resume else None
     std = _standardizer(config, rows, saved, like_run)
-    model = _build(config, rows, labelled)
     if saved is not None:
-        check_weights(model, saved, config, run_dir)
+        model = build_for(lambda: _build(config, rows, labelled), saved, config, run_dir)
     else:
+        model = _build(config, rows, labelled)
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
