@@ -141,7 +141,7 @@ class NoisyClassifier(nn.Module):
         logits = self(x_t, t)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).to(x.dtype).mean()
-        return loss, {"ce": float(loss.detach()), "acc": float(acc)}
+        return loss, {"ce": loss.detach(), "acc": acc.detach()}
 
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
