@@ -136,9 +136,15 @@ def compile_networks(model: nn.Module, mode: str = "default") -> nn.Module:
 
     :meth:`torch.nn.Module.compile` keeps the module and its parameters, so state dicts,
     checkpoints, EMA weights and DistributedDataParallel see the same names; the first
-    calls (and each new input shape) pay the compilation.
+    calls (and each new input shape) pay the compilation. The exact divergence of a
+    likelihood backpropagates once per dimension through one forward pass
+    (``retain_graph``), which a compiled backward with donated buffers refuses: they are
+    turned off (``torch._functorch.config.donated_buffer``, process-wide) when compiling.
     """
+    import torch._functorch.config as functorch_config
+
     check_compile_mode(mode)
+    functorch_config.donated_buffer = False
     for net in networks(model):
         net.compile(mode=mode)
     return model

@@ -29,15 +29,18 @@ def test_compiled_training_and_sampling_equal_eager(tmp_path) -> None:
         gen = torch.Generator().manual_seed(1)
         with count_nfe(model) as c, torch.no_grad():
             x = model.sample(32, sampler="euler", steps=3, generator=gen)
-        runs[mode] = out.losses, model.state_dict(), x, c["nfe"]
-    (eager_losses, eager_state, eager_x, eager_nfe) = runs[None]
-    (losses, state, x, nfe) = runs["default"]
+        # the exact divergence backpropagates through one forward pass once per dimension
+        lp = model.log_prob(data[:32], rtol=1e-5, atol=1e-5).detach()
+        runs[mode] = out.losses, model.state_dict(), x, c["nfe"], lp
+    (eager_losses, eager_state, eager_x, eager_nfe, eager_lp) = runs[None]
+    (losses, state, x, nfe, lp) = runs["default"]
     assert list(state) == list(eager_state)  # in place: no "_orig_mod." in checkpoints
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(eager_losses), **TOL)
     for k in state:
         torch.testing.assert_close(state[k], eager_state[k], **TOL)
     torch.testing.assert_close(x, eager_x, **TOL)
     assert nfe == eager_nfe == 3
+    torch.testing.assert_close(lp, eager_lp, **TOL)
 
 
 def test_compile_refuses_a_loss_that_differentiates_the_network_twice(tmp_path) -> None:

@@ -26,6 +26,7 @@ from torch import nn
 from ..data import Standardizer
 from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
+from .distributed import local_device
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows, to_model_space
 from .run import LoadedRun, check_weights, load_run
@@ -66,7 +67,7 @@ def config_like(
     """
     if config.model != "noisy-classifier":
         raise ValueError(f"--like applies to --model noisy-classifier, not {config.model}")
-    run = like if isinstance(like, LoadedRun) else load_run(like)
+    run = like if isinstance(like, LoadedRun) else load_run(like, device="cpu")
     schedule_config = getattr(run.model, "schedule_config", None)
     if schedule_config is None:
         raise ValueError(f"--like {run.run_dir}: a {run.config.model} run has no diffusion path")
@@ -138,6 +139,7 @@ def fit(
     conditional: bool = False,
     like: str | os.PathLike[str] | LoadedRun | None = None,
     progress: bool = True,
+    device: str | torch.device | None = "auto",
 ) -> FitResult:
     """Train the run ``config`` into ``run_dir``: data → model space → train → evaluate → save.
 
@@ -148,19 +150,21 @@ def fit(
     the held-out NLL it reports is in nats of the data space. ``resume=True`` continues
     the run in ``run_dir`` (``config`` is its saved one, ``train.steps`` may be raised);
     ``conditional=True`` trains a diffusion-family model on the data's labels;
-    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`).
+    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`);
+    ``device`` is where to train (:func:`~probpath.train.distributed.local_device`: ``auto``
+    is the GPU when there is one; under torchrun each rank takes ``cuda:LOCAL_RANK``).
     """
     run_dir = Path(run_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"{run_dir} already holds a run; add --resume or pick another --out")
-    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like)
+    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like, device="cpu")
     labelled = _labelled(config, conditional, resume)
     rows = load_rows(config, labels=labelled)
     if not resume:
         config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
     saved = load_checkpoint(run_dir / "checkpoints") if resume else None
     std = _standardizer(config, rows, saved, like_run)
-    model = _build(config, rows, labelled)
+    model = _build(config, rows, labelled).to(local_device(device))
     if saved is not None:
         check_weights(model, saved, config, run_dir)
     else:
