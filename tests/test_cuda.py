@@ -120,3 +120,15 @@ def test_sampler_steps_do_not_synchronise(sampler):
 
     with torch.no_grad():
         assert _synchronising_calls(sample(4)) == _synchronising_calls(sample(8))
+
+
+def test_each_rank_takes_its_own_gpu(monkeypatch):
+    from probpath.train.distributed import local_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert local_device("cuda") == local_device("auto") == torch.device("cuda", 0)
+    assert local_device(torch.device("cuda", 0)) == torch.device("cuda", 0)  # already local
+    if torch.cuda.device_count() > 1:
+        with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
+            local_device("cuda:1")

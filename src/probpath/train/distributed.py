@@ -30,6 +30,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
+from ..device import resolve_device
+
 __all__ = [
     "DistInfo",
     "LossModule",
@@ -102,23 +104,22 @@ def _device(device: torch.device | None, local_rank: int) -> torch.device:
 def local_device(spec: str | torch.device | None = "auto") -> torch.device:
     """The device of this process for ``--device spec`` (:func:`probpath.device.resolve_device`):
     under ``torchrun`` with several processes a CUDA device is ``cuda:LOCAL_RANK``, one GPU
-    per rank; ``cuda:N`` there is refused, since every rank would take GPU N.
+    per rank; another ``cuda:N`` there is refused, since every rank would take GPU N.
 
     >>> local_device("cpu")
     device(type='cpu')
     """
-    from ..device import resolve_device
-
     device = resolve_device(spec)
     if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
-    if device.index is not None:
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.index not in (None, local):
         raise ValueError(
             f"--device {spec} under torchrun would put every rank on one GPU; use --device "
             "cuda (each rank takes cuda:LOCAL_RANK) and choose the GPUs with "
             "CUDA_VISIBLE_DEVICES"
         )
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cuda", local)
 
 
 def shard(n: int, info: DistInfo) -> slice:
