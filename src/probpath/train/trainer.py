@@ -85,15 +85,9 @@ def train(
     ``batch_size / world_size`` rows of every batch, and only rank 0 logs and checkpoints;
     held-out evaluations are sharded across the ranks (:class:`._loop.HeldOut`).
 
-    Devices (docs/gpu.md): training runs where the model's parameters are (under torchrun
-    on CUDA, ``cuda:LOCAL_RANK``); the rows stay on the device for the whole run when they
-    fit, else stream from pinned memory (:class:`._feed.Batches`). ``config.precision``
-    runs the loss's forward pass under autocast (with loss scaling for ``fp16``, whose
-    overflowing steps are skipped and logged as ``amp_skipped``); ``config.compile``
-    compiles the model's networks in place (:func:`probpath.device.compile_networks`). A
-    step reads nothing back to the host: the losses, gradient norms and logs are read when
-    the trainer logs, evaluates or checkpoints, so a non-finite loss stops training there
-    (within ``log_every`` steps), naming the step where it appeared.
+    Training runs on the model's device, in ``config.precision``, with ``config.compile``
+    (docs/gpu.md). A step reads nothing back to the host: its numbers are read when the
+    trainer logs, evaluates or checkpoints, where a non-finite step stops training.
 
     Example:
         >>> import tempfile
