@@ -12,6 +12,8 @@ import torch
 from ..train import evaluate_classifier, evaluate_run
 from ._common import (
     EVAL_TITLE,
+    accelerated,
+    add_device_flags,
     add_run_flags,
     add_sampler_flags,
     add_solver_flags,
@@ -37,6 +39,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add_sampler_flags(e)
     add_solver_flags(e)
+    add_device_flags(e)
     e.set_defaults(func=run)
 
 
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if not hasattr(model, "log_prob"):
         if args.data:
             raise ValueError("--data: a classifier run is evaluated on its own held-out rows")
-        scores = evaluate_classifier(loaded, n=args.n)
+        with accelerated(loaded, args):
+            scores = evaluate_classifier(loaded, n=args.n)
         emit(args, "evaluation (held-out rows)", {"run": str(args.run), **scores})
         return 0
     takes = inspect.signature(model.log_prob).parameters
@@ -57,16 +61,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--nll applies to the diffusion family, not {type(model).__name__}")
         lp_kwargs["trace"] = args.nll
         if args.nll == "hutchinson":
-            lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
+            lp_kwargs["generator"] = torch.Generator(loaded.device).manual_seed(args.seed)
     sampling = sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
-    rows = evaluate_run(
-        loaded,
-        data=args.data,
-        n=args.n,
-        seed=args.seed,
-        log_prob_kwargs=lp_kwargs,
-        sampling=sampling,
-        progress=sys.stderr.isatty(),
-    )
+    with accelerated(loaded, args):
+        rows = evaluate_run(
+            loaded,
+            data=args.data,
+            n=args.n,
+            seed=args.seed,
+            log_prob_kwargs=lp_kwargs,
+            sampling=sampling,
+            progress=sys.stderr.isatty(),
+        )
     emit(args, EVAL_TITLE, {"run": str(args.run), **rows})
     return 0

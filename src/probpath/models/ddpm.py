@@ -178,7 +178,7 @@ class DDPM(DiffusionModel):
         check_batch(x, self.shape)
         eps_model = self.with_labels(self.as_kind("eps"), x, y, generator)
         loss = losses.ddpm_simple_loss(eps_model, x, self.chain, generator=generator)
-        return loss, {"l_simple": float(loss.detach())}
+        return loss, {"l_simple": loss.detach()}
 
     def nll_bound(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
         """The ELBO's bound ``L_0 + sum_i L_i + L_T >= -log p(x)`` in nats, shape (batch,),

@@ -200,7 +200,7 @@ class EBM(SamplerDispatch, nn.Module):
             )
         else:
             loss = losses.denoising_score_matching(score, x, c["noise_sigma"], generator=generator)
-        return loss, {c["objective"]: float(loss.detach())}
+        return loss, {c["objective"]: loss.detach()}
 
     def initial_state(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Langevin chains start from N(0, init_std² I)."""

@@ -181,4 +181,4 @@ class NCSN(DiffusionModel):
         loss = losses.noise_conditional_score_matching(
             score, x, self.sigmas.to(x), generator=generator
         )
-        return loss, {"dsm": float(loss.detach())}
+        return loss, {"dsm": loss.detach()}

@@ -123,4 +123,4 @@ class ScoreSDE(DiffusionModel):
             score, x, self.path, t_min=self.t_min, weighting=self.weighting,
             importance_sampling=self.importance_sampling, generator=generator,
         )  # fmt: skip
-        return loss, {"dsm": float(loss.detach())}
+        return loss, {"dsm": loss.detach()}

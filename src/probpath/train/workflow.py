@@ -26,6 +26,7 @@ from torch import nn
 from ..data import Standardizer
 from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
+from .distributed import local_device
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows, to_model_space
 from .run import LoadedRun, build_for, load_run
@@ -66,7 +67,7 @@ def config_like(
     """
     if config.model != "noisy-classifier":
         raise ValueError(f"--like applies to --model noisy-classifier, not {config.model}")
-    run = like if isinstance(like, LoadedRun) else load_run(like)
+    run = like if isinstance(like, LoadedRun) else load_run(like, device="cpu")
     schedule_config = getattr(run.model, "schedule_config", None)
     if schedule_config is None:
         raise ValueError(f"--like {run.run_dir}: a {run.config.model} run has no diffusion path")
@@ -138,6 +139,7 @@ def fit(
     conditional: bool = False,
     like: str | os.PathLike[str] | LoadedRun | None = None,
     progress: bool = True,
+    device: str | torch.device | None = "auto",
 ) -> FitResult:
     """Train the run ``config`` into ``run_dir``: data → model space → train → evaluate → save.
 
@@ -148,12 +150,14 @@ def fit(
     the held-out NLL it reports is in nats of the data space. ``resume=True`` continues
     the run in ``run_dir`` (``config`` is its saved one, ``train.steps`` may be raised);
     ``conditional=True`` trains a diffusion-family model on the data's labels;
-    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`).
+    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`);
+    ``device`` is where to train (:func:`~probpath.train.distributed.local_device`: ``auto``
+    is the GPU when there is one; under torchrun each rank takes ``cuda:LOCAL_RANK``).
     """
     run_dir = Path(run_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"{run_dir} already holds a run; add --resume or pick another --out")
-    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like)
+    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like, device="cpu")
     labelled = _labelled(config, conditional, resume)
     rows = load_rows(config, labels=labelled)
     if not resume:
@@ -167,6 +171,7 @@ def fit(
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
+    model = model.to(local_device(device))
     z_train, _ = to_model_space(std, rows.train)
     z_eval, log_det = to_model_space(std, rows.eval)  # the same log-det for every row
     evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
