@@ -118,9 +118,9 @@ def _add_run_flags(t: argparse.ArgumentParser) -> None:
 
 def _add_optimisation_flags(t: argparse.ArgumentParser) -> None:
     o = t.add_argument_group("optimisation (TrainConfig)")
-    o.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
-    o.add_argument("--batch", type=int, help="global batch size (default 256)")
-    o.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    o.add_argument("--steps", type=int, help="optimiser steps (default: the family's)")
+    o.add_argument("--batch", type=int, help="global batch size (default: the family's)")
+    o.add_argument("--lr", type=float, help="peak learning rate (default: the family's)")
     o.add_argument("--optimizer", choices=["adam", "adamw"])
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--warmup", type=int, help="linear warm-up steps")
