@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from probpath.device import autocast, check_precision, grad_scaler, resolve_device
+from probpath.device import (
+    autocast,
+    check_compile_mode,
+    check_precision,
+    compile_networks,
+    grad_scaler,
+    networks,
+    resolve_device,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -64,3 +72,18 @@ def test_grad_scaler_only_for_fp16() -> None:
     assert not grad_scaler(cpu, "fp32").is_enabled()
     assert not grad_scaler(cpu, "bf16").is_enabled()
     assert grad_scaler(cpu, "fp16").is_enabled()
+
+
+def test_networks_are_the_parametrised_children() -> None:
+    from probpath.models import build
+
+    model = build("ddpm", dim=2, hidden=[8])
+    assert networks(model) == [model.net]
+    bare = torch.nn.Linear(2, 2)  # no child with parameters: the module itself
+    assert networks(bare) == [bare]
+
+
+def test_compile_modes_are_checked() -> None:
+    with pytest.raises(ValueError, match="reduce-overhead"):
+        compile_networks(torch.nn.Linear(2, 2), "fastest")
+    assert check_compile_mode("max-autotune") == "max-autotune"

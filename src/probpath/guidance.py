@@ -170,7 +170,7 @@ def classifier_guided(
     def guided(x: Tensor, t: Tensor) -> Tensor:
         s = evaluate(schedule, shared_time(broadcast_time(t, x)))  # samplers checked the grid
         d_eps = (-gamma * s.expand_like(x).sigma) * grad_log_prob(x, t)
-        return predict(x, t) + convert(d_eps, "eps", kind, torch.zeros_like(x), s)
+        return predict(x, t) + convert(d_eps, "eps", kind, torch.zeros_like(x), s, check=False)
 
     return guided
 

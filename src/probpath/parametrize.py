@@ -23,10 +23,12 @@ Endpoints: a conversion that must divide by alpha (eps/score -> x0, at t = 1 of
 CondOT or cosine), by sigma (x0 -> eps, eps -> score, at t = 0) or by the
 velocity determinant ``alpha sigma' - sigma alpha'`` raises ``ValueError`` where
 that divisor is 0 or infinite, instead of returning inf/nan; clip t to
-[t_eps, 1 - t_eps]. Near (but not at) an endpoint the results are exact but may be
-large. ``eps <-> score`` only rescales by sigma, so it stays defined where alpha = 0.
-The ``velocity`` itself is infinite where sigma' is (VP paths at t = 0, where
-sigma ~ sqrt(beta_min t)); it is returned as such.
+[t_eps, 1 - t_eps]. The check reads one number back to the host; a sampler's step, whose
+grid the sampler checked once, converts with ``check=False`` (no host read per step).
+Near (but not at) an endpoint the results are exact but may be large. ``eps <-> score``
+only rescales by sigma, so it stays defined where alpha = 0. The ``velocity`` itself is
+infinite where sigma' is (VP paths at t = 0, where sigma ~ sqrt(beta_min t)); it is
+returned as such.
 """
 
 from __future__ import annotations
@@ -98,9 +100,12 @@ def _row(kind: str, c: ScheduleOutput) -> tuple[Coef, Coef, str]:
     return c.d_alpha, c.d_sigma, "alpha sigma' - sigma alpha'"
 
 
-def coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Tensor, Tensor]:
+def coefficients(
+    from_kind: str, to_kind: str, s: ScheduleOutput, *, check: bool = True
+) -> tuple[Tensor, Tensor]:
     r"""``(A, B)`` with ``to = A x_t + B from``, shaped like the coefficients of ``s``:
-    every conversion is this linear map (:func:`convert` applies it).
+    every conversion is this linear map (:func:`convert` applies it). ``check`` raises
+    where a divisor is 0 or infinite (one host read); ``check=False`` skips it.
 
     With ``x_t = alpha x_0 + sigma eps`` and ``from = p x_0 + q eps`` (a 2x2 system of
     determinant ``D = alpha q - sigma p``), ``to = p' x_0 + q' eps`` is
@@ -116,7 +121,7 @@ def coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Tenso
     _check_kind(to_kind)
     a, sg = s.alpha, s.sigma
     if {from_kind, to_kind} == {"eps", "score"}:  # a rescaling, defined where alpha = 0
-        if to_kind == "score":
+        if to_kind == "score" and check:
             _check_divisor(sg, "sigma")
         return torch.zeros_like(sg), -1 / sg if to_kind == "score" else -sg
     scale_in = -sg if from_kind == "score" else 1.0
@@ -125,10 +130,12 @@ def coefficients(from_kind: str, to_kind: str, s: ScheduleOutput) -> tuple[Tenso
     p, q, what = _row(from_kind, s)
     p2, q2, _ = _row(to_kind, s)
     det = a * q - sg * p
-    _check_divisor(det, what)
+    if check:
+        _check_divisor(det, what)
     coef_a, coef_b = (p2 * q - q2 * p) / det, (q2 * a - p2 * sg) / det * scale_in
-    if score_out:
+    if score_out and check:
         _check_divisor(sg, "sigma")
+    if score_out:
         coef_a, coef_b = -coef_a / sg, -coef_b / sg
     return coef_a, coef_b
 
@@ -176,13 +183,22 @@ def from_x0_eps(kind: str, x0: Tensor, eps: Tensor, x_t: Tensor, s: ScheduleOutp
     return c.velocity(x0, eps)
 
 
-def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: ScheduleOutput) -> Tensor:
+def convert(
+    pred: Tensor,
+    from_kind: str,
+    to_kind: str,
+    x_t: Tensor,
+    s: ScheduleOutput,
+    *,
+    check: bool = True,
+) -> Tensor:
     """Convert a prediction between kinds, through the (x_0, eps) hub.
 
     Every conversion is linear, ``to = A x_t + B pred`` with A, B functions of the
     schedule's coefficients only: they are formed on those (cheap when t is one time
     for the whole batch) and applied in at most two operations on the batch.
     ``eps <-> score`` is a pure rescaling (``s = -eps / sigma``), defined where alpha = 0.
+    ``check``: see :func:`coefficients`.
 
     >>> import torch
     >>> from probpath.paths import VPSchedule
@@ -196,7 +212,7 @@ def convert(pred: Tensor, from_kind: str, to_kind: str, x_t: Tensor, s: Schedule
     _check_kind(to_kind)
     if from_kind == to_kind:
         return pred
-    coef_a, coef_b = coefficients(from_kind, to_kind, s)
+    coef_a, coef_b = coefficients(from_kind, to_kind, s, check=check)
     return torch.addcmul(pred * pad_like(coef_b, x_t), pad_like(coef_a, x_t), x_t)
 
 
@@ -205,11 +221,15 @@ def convert_model(
     schedule: Callable[[Tensor], ScheduleOutput],
     from_kind: str,
     to_kind: str,
+    *,
+    check: bool = True,
 ) -> Callable[..., Tensor]:
     """Wrap ``model(x, t, **cond)`` predicting ``from_kind`` into one predicting ``to_kind``.
 
     The wrapper has the model's own signature, so every sampler takes it unchanged. It
     does not range-check ``t`` (no host read per call); the samplers check their grids.
+    ``check=False`` also skips the divisor check of :func:`coefficients`, the wrapper's
+    one host read: what a sampler's step calls.
 
     >>> import torch
     >>> from probpath.paths import VESchedule
@@ -227,7 +247,7 @@ def convert_model(
         # 0.97x the EM sampling time of a 3x128 MLP model at batch 1000, 1 thread
         # (benchmarks/bench_sampler_overhead.py --tricks)
         s = evaluate(schedule, shared_time(t))
-        return convert(model(x, t, **cond), from_kind, to_kind, x, s)
+        return convert(model(x, t, **cond), from_kind, to_kind, x, s, check=check)
 
     return wrapped
 

@@ -217,8 +217,9 @@ class DiscreteSchedule(_ClosedForm):
         log_a = self._log_abar_on.get(t.device)
         if log_a is None:  # copied once per device, not in every step of a sampler
             log_a = self._log_abar_on[t.device] = self._log_abar.to(t.device)
-        slope = log_a[k] - log_a[k - 1]
-        log_abar = log_a[k - 1] + (u - (k - 1)) * slope
+        lo, hi = torch.take(log_a, k - 1), torch.take(log_a, k)  # no host read for 0-dim k
+        slope = hi - lo
+        log_abar = lo + (u - (k - 1)) * slope
         alpha = torch.exp(0.5 * log_abar)
         d_alpha = 0.5 * slope * self.T * alpha
         sigma = torch.sqrt(-torch.expm1(log_abar))

@@ -195,5 +195,6 @@ def test_score_sde_family() -> None:
         ScoreSDE(weighting="uniform")
     # t uniform in log-SNR by default with the likelihood weight only, kept in the config
     lik = ScoreSDE(weighting="likelihood", hidden=[8])
-    assert lik.config["importance_sampling"] and not ScoreSDE(hidden=[8]).importance_sampling
+    sigma2 = ScoreSDE(weighting="sigma2", hidden=[8])
+    assert lik.config["importance_sampling"] and not sigma2.importance_sampling
     assert build("sde", **lik.config).importance_sampling

@@ -197,9 +197,8 @@ def test_image_ebm_fits_by_a_scalable_objective_and_samples(objective: str) -> N
     assert model.trajectories(2, 3).shape == (3, 2, *SHAPE)
     defaults = build("ebm", shape=SHAPE, net_config=SMALL["ebm"]["net_config"]).config
     assert (defaults["step_size"], defaults["n_steps"]) == (1e-3, 1000)
-    assert (build("ebm", dim=2).config["step_size"], build("ebm", dim=2).config["n_steps"]) == (
-        0.01, 500
-    )  # fmt: skip
+    vector = build("ebm", dim=2).config
+    assert (vector["step_size"], vector["n_steps"]) == (0.005, 1000)
     with pytest.raises(ValueError, match="only practical in 2-D"):
         model.log_prob(grid_images(2))
     with pytest.raises(ValueError, match="use objective='ssm'"):

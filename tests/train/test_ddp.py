@@ -9,13 +9,11 @@ shift per class): each rank must also take the labels of its own rows.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import textwrap
 
 import torch
+from _ranks import run_ranks  # tests/train/_ranks.py (pytest puts this folder on sys.path)
 
 SCRIPT = textwrap.dedent(
     """
@@ -64,40 +62,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT)
     (tmp_path / "ddp").mkdir()
-    # What `torchrun --nproc_per_node 2` does, minus its launcher process (one torch
-    # import fewer on a busy 2-core machine): two workers with the rendezvous variables.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in (0, 1):
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / "ddp")],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
-    try:
-        outs = [p.communicate(timeout=180)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, out in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    run_ranks(script, str(tmp_path / "ddp"))
 
     sys.path.insert(0, str(tmp_path))
     try:

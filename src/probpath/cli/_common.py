@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
+from ..device import COMPILE_MODES, PRECISIONS, autocast, compile_networks, resolve_device
 from ..train import LoadedRun, RunConfig, load_run
 
 __all__ = [
     "EVAL_TITLE",
+    "accelerated",
+    "add_device_flags",
     "add_run_flags",
     "add_sampler_flags",
     "add_solver_flags",
@@ -45,6 +49,43 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     budget.add_argument("--nfe", type=int, help="network evaluations (converted to steps)")
 
 
+def add_device_flags(p: argparse.ArgumentParser, *, accelerate: bool = True) -> None:
+    """``--device``; with ``accelerate``, ``--precision`` and ``--compile [MODE]`` (docs/gpu.md)."""
+    g = p.add_argument_group("device (docs/gpu.md)")
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a GPU when there is one), cpu, cuda or cuda:N (default auto)",
+    )
+    if not accelerate:
+        return
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="autocast precision of the networks (default fp32); solver state, divergences "
+        "and log-densities stay float32",
+    )
+    g.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help=f"torch.compile the networks; MODE one of {', '.join(COMPILE_MODES)} "
+        "(default: default)",
+    )
+
+
+def accelerated(
+    run: LoadedRun, args: argparse.Namespace
+) -> contextlib.AbstractContextManager[object]:
+    """The run's networks compiled if ``--compile`` was given, and the autocast context of
+    ``--precision`` on the run's device, in which a command computes with its model."""
+    if getattr(args, "compile", None) is not None:
+        compile_networks(run.model, args.compile)
+    return autocast(run.device, getattr(args, "precision", None) or "fp32")
+
+
 def add_run_flags(p: argparse.ArgumentParser, *, n: int, n_help: str, weights: bool) -> None:
     """The run folder, ``--n`` and ``--seed``; with ``weights``, ``--no-ema`` and ``--json``."""
     p.add_argument("run", type=Path, help="run folder")
@@ -66,10 +107,14 @@ def load(args: argparse.Namespace) -> tuple[LoadedRun, dict[str, Any]]:
     """The run with the solver flags that are keys of its model config applied; the other
     solver flags are returned as options for the sampler or ``log_prob`` (diffusion family).
     """
+    device = resolve_device(args.device)  # a missing GPU is refused before any work
     flags = solver_flags(args)
     known = RunConfig.load(args.run).model_config
     run = load_run(
-        args.run, ema=not args.no_ema, overrides={k: v for k, v in flags.items() if k in known}
+        args.run,
+        ema=not args.no_ema,
+        overrides={k: v for k, v in flags.items() if k in known},
+        device=device,
     )
     return run, {k: v for k, v in flags.items() if k not in known}
 

@@ -16,7 +16,8 @@ from ..train import (
     load_run,
     plot_run,
 )
-from ._common import EVAL_TITLE, print_table
+from ..train.distributed import local_device
+from ._common import EVAL_TITLE, add_device_flags, print_table
 from .train import print_fit
 
 __all__ = ["add_parser", "demo_config", "run"]
@@ -30,6 +31,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     d.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_flags(d, accelerate=False)
     d.set_defaults(func=run)
 
 
@@ -60,14 +62,15 @@ def demo_config(steps: int) -> RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     """``probpath demo``: running it again after an interruption resumes the run."""
+    device = local_device(args.device)
     resume = bool(list_checkpoints(args.out / "checkpoints"))
     if resume:
         saved = RunConfig.load(args.out)
         cfg = replace(saved, train=replace(saved.train, steps=args.steps))
     else:
         cfg = demo_config(args.steps)
-    print_fit(fit(cfg, args.out, resume=resume, progress=not args.quiet))
-    loaded = load_run(args.out)
+    print_fit(fit(cfg, args.out, resume=resume, progress=not args.quiet, device=device))
+    loaded = load_run(args.out, device=device)
     for path in plot_run(loaded, progress=not args.quiet):
         print(path)
     print_table(EVAL_TITLE, {"run": str(args.out), **evaluate_run(loaded, progress=not args.quiet)})

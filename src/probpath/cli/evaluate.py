@@ -17,6 +17,8 @@ import torch
 from ..train import evaluate_classifier, evaluate_run
 from ._common import (
     EVAL_TITLE,
+    accelerated,
+    add_device_flags,
     add_run_flags,
     add_sampler_flags,
     add_solver_flags,
@@ -68,6 +70,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add_sampler_flags(e)
     add_solver_flags(e)
+    add_device_flags(e)
     e.set_defaults(func=run)
 
 
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--data, --judge: a classifier run is evaluated on its own held-out rows"
             )
-        scores = evaluate_classifier(loaded, n=args.n)
+        with accelerated(loaded, args):
+            scores = evaluate_classifier(loaded, n=args.n)
         emit(args, "evaluation (held-out rows)", {"run": str(args.run), **scores})
         return 0
     takes = inspect.signature(model.log_prob).parameters
@@ -98,20 +102,21 @@ def run(args: argparse.Namespace) -> int:
             )
         lp_kwargs["n_probes"] = args.probes
     if "generator" in takes and (args.nll == "hutchinson" or args.probes is not None):
-        lp_kwargs["generator"] = torch.Generator().manual_seed(args.seed)
+        lp_kwargs["generator"] = torch.Generator(loaded.device).manual_seed(args.seed)
     sampling = sampling_kwargs(model, args, {k: v for k, v in solver.items() if k not in takes})
-    rows = evaluate_run(
-        loaded,
-        data=args.data,
-        n=args.n,
-        seed=args.seed,
-        log_prob_kwargs=lp_kwargs,
-        sampling=sampling,
-        progress=sys.stderr.isatty(),
-        k=args.k,
-        judge=args.judge,
-        scale=args.scale,
-    )
+    with accelerated(loaded, args):
+        rows = evaluate_run(
+            loaded,
+            data=args.data,
+            n=args.n,
+            seed=args.seed,
+            log_prob_kwargs=lp_kwargs,
+            sampling=sampling,
+            progress=sys.stderr.isatty(),
+            k=args.k,
+            judge=args.judge,
+            scale=args.scale,
+        )
     emit(args, EVAL_TITLE, {"run": str(args.run), **rows})
     if loaded.kind == "images" and args.judge is None:
         print(

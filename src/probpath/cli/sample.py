@@ -16,6 +16,8 @@ import numpy as np
 from ..models import DiffusionModel, NoisyClassifier
 from ..train import LoadedRun, load_run
 from ._common import (
+    accelerated,
+    add_device_flags,
     add_run_flags,
     add_sampler_flags,
     add_solver_flags,
@@ -53,6 +55,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     add_sampler_flags(s)
     add_solver_flags(s)
+    add_device_flags(s)
     s.set_defaults(func=run)
 
 
@@ -74,7 +77,7 @@ def _classifier(
             "--guidance classifier needs --classifier RUN (train one with probpath train "
             f"--model noisy-classifier --like {args.run})"
         )
-    clf = load_run(args.classifier, ema=not args.no_ema)
+    clf = load_run(args.classifier, ema=not args.no_ema, device=run.device)
     if not isinstance(clf.model, NoisyClassifier):
         raise ValueError(f"--classifier {args.classifier} is a {clf.config.model} run")
     if (clf.standardizer, clf.dequantizer) != (run.standardizer, run.dequantizer):
@@ -136,12 +139,13 @@ def run(args: argparse.Namespace) -> int:
     loaded, solver = load(args)
     model, guided = _guided(loaded, args)
     sampling = sampling_kwargs(model, args, solver)
-    t0 = time.perf_counter()
-    progress = sys.stderr.isatty()
-    x, nfe = loaded.sample(args.n, seed=args.seed, model=model, progress=progress, **sampling)
-    seconds = time.perf_counter() - t0
+    with accelerated(loaded, args):
+        t0 = time.perf_counter()
+        progress = sys.stderr.isatty()
+        x, nfe = loaded.sample(args.n, seed=args.seed, model=model, progress=progress, **sampling)
+        seconds = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(args.out, x.cpu().numpy(), allow_pickle=False)
+    np.save(args.out, x.numpy(), allow_pickle=False)
     rows = {
         "run": str(args.run),
         "step": loaded.step,

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..train import FitResult, RunConfig, config_like, fit, load_run, plot_run
-from ._common import add_solver_flags, print_table
+from ..train.distributed import local_device
+from ._common import add_device_flags, add_solver_flags, print_table
 
 __all__ = ["MODEL_FLAGS", "RUN_FLAGS", "TRAIN_FLAGS", "add_parser", "merge_config", "run"]
 
@@ -45,6 +46,8 @@ TRAIN_FLAGS = {
     "log_every": "log_every",
     "checkpoint_every": "checkpoint_every",
     "seed": "seed",
+    "precision": "precision",
+    "compile": "compile",
 }
 RUN_FLAGS = {
     "model": "model",
@@ -131,9 +134,9 @@ def _add_run_flags(t: argparse.ArgumentParser) -> None:
 
 def _add_optimisation_flags(t: argparse.ArgumentParser) -> None:
     o = t.add_argument_group("optimisation (TrainConfig)")
-    o.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
-    o.add_argument("--batch", type=int, help="global batch size (default 256)")
-    o.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    o.add_argument("--steps", type=int, help="optimiser steps (default: the family's)")
+    o.add_argument("--batch", type=int, help="global batch size (default: the family's)")
+    o.add_argument("--lr", type=float, help="peak learning rate (default: the family's)")
     o.add_argument("--optimizer", choices=["adam", "adamw"])
     o.add_argument("--weight-decay", type=float)
     o.add_argument("--warmup", type=int, help="linear warm-up steps")
@@ -228,6 +231,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_model_flags(t)
     _add_label_flags(t)
     add_solver_flags(t)
+    add_device_flags(t)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument(
         "--no-plot",
@@ -297,19 +301,21 @@ def merge_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _resumed_config(args: argparse.Namespace) -> RunConfig:
-    """The saved config of the run in ``--out``, ``--steps`` (the only flag allowed) applied."""
+    """The saved config of the run in ``--out``, with ``--steps`` and ``--compile`` (the only
+    config flags allowed; ``--device`` is not part of the config) applied."""
     flags = {**RUN_FLAGS, **TRAIN_FLAGS, **MODEL_FLAGS, "config": "", "set": ""}
     flags.update(conditional="", like="")
-    given = [f for f in flags if f != "steps" and getattr(args, f) not in (None, [], False)]
+    changes = ("steps", "compile")
+    given = [f for f in flags if f not in changes and getattr(args, f) not in (None, [], False)]
     if given:
         names = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ValueError(
-            f"--resume continues with the run's saved config; only --steps may change, got {names}"
+            "--resume continues with the run's saved config; only --steps may change (and "
+            f"--device and --compile, which change no result), got {names}"
         )
     cfg = RunConfig.load(args.out)
-    if args.steps is not None:
-        cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
-    return cfg
+    new = {f: getattr(args, f) for f in changes if getattr(args, f) is not None}
+    return replace(cfg, train=replace(cfg.train, **new)) if new else cfg
 
 
 def print_fit(fitted: FitResult) -> None:
@@ -335,6 +341,7 @@ def print_fit(fitted: FitResult) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``probpath train``."""
+    device = local_device(args.device)  # a missing GPU is refused before any work
     if args.resume:
         cfg = _resumed_config(args)
     else:
@@ -348,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
         conditional=args.conditional,
         like=args.like,
         progress=not args.quiet,
+        device=device,
     )
     print_fit(fitted)
     if not args.no_plot and os.environ.get("RANK", "0") == "0":

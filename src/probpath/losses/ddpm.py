@@ -96,7 +96,7 @@ def ddpm_simple_loss(
         tensor(True)
     """
     check_state(x0)
-    i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator)
+    i = torch.randint(1, schedule.T + 1, (x0.shape[0],), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_i, _ = _noised(schedule, i, x0, eps)
     return _reduce(_sqnorm(eps - _chain_call(eps_model, x_i, i, schedule.T)), reduction)

@@ -7,6 +7,7 @@ predictions in every kind, the samplers' clock and prior, the exact PF-ODE likel
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,30 +66,33 @@ class PathPredictions:
         self.t_min, self.t_max = other.t_min, other.t_max
 
     # --- predictions in every kind -------------------------------------------------------
-    def as_kind(self, kind: str) -> Callable[..., Tensor]:
+    def as_kind(self, kind: str, *, check: bool = True) -> Callable[..., Tensor]:
         """``(x, t, y=None) -> prediction of kind`` (:func:`probpath.parametrize.convert_model`;
-        ``predict`` itself for its own kind)."""
+        ``predict`` itself for its own kind); ``check=False``: no divisor check (no host read),
+        for a sampler's step."""
         if kind == self.prediction:
             return self.predict
-        return convert_model(self.predict, self.schedule, self.prediction, kind)
+        return convert_model(self.predict, self.schedule, self.prediction, kind, check=check)
 
     def score(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """s(x, t) ≈ ∇ log p_t(x) = -E[eps | x_t] / sigma."""
         return self.as_kind("score")(x, t, y=y)
 
-    def velocity(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def velocity(
+        self, x: Tensor, t: Tensor, y: Tensor | None = None, *, check: bool = True
+    ) -> Tensor:
         """The PF-ODE drift ``f x - g^2 s / 2 = alpha' E[x0|x] + sigma' E[eps|x]``: the
         network itself when it predicts the velocity, else the drift of
         :class:`probpath.sdes.ProbabilityFlowODE` (its ``coefficients_at``) composed with the
         linear map prediction -> score (:func:`probpath.parametrize.coefficients`): one
-        schedule evaluation and two operations on the batch."""
+        schedule evaluation and two operations on the batch; ``check``: as in :meth:`as_kind`."""
         if self.prediction == "velocity":
             return self.predict(x, t, y)
         # no host read in a sampler's step; the samplers' t.expand(batch) evaluated as one
         # time: 0.95x the PF-ODE Euler sampling time of a 3x128 MLP model at batch 1000
         # (benchmarks/bench_sampler_overhead.py --tricks)
         s = evaluate(self.schedule, shared_time(t))
-        a, b = coefficients(self.prediction, "score", s)  # score = a x + b prediction
+        a, b = coefficients(self.prediction, "score", s, check=check)  # score = a x + b pred
         c_x, c_s = ProbabilityFlowODE.coefficients_at(s)  # drift = c_x x + c_s score
         pred = self.predict(x, t, y)
         return torch.addcmul(pred * pad_like(c_s * b, x), pad_like(c_x + c_s * a, x), x)
@@ -204,7 +208,9 @@ class PathSampling:
     @classmethod
     def of(cls: type[_View], p: PathPredictions, **family: Any) -> _View:
         """The view of ``p``'s predictions and path, with the subclass's ``family`` fields."""
+        eps, x0, score = (p.as_kind(k, check=False) for k in ("eps", "x0", "score"))
+        velocity = functools.partial(p.velocity, check=False)  # the grid is checked once
         return cls(
-            eps=p.as_kind("eps"), x0=p.as_kind("x0"), score=p.score, velocity=p.velocity,
-            time_grid=p.time_grid, schedule=p.schedule, t_min=p.t_min, t_max=p.t_max, **family,
+            eps=eps, x0=x0, score=score, velocity=velocity, time_grid=p.time_grid,
+            schedule=p.schedule, t_min=p.t_min, t_max=p.t_max, **family,
         )  # fmt: skip

@@ -3,6 +3,7 @@ sampler and metric work with all of them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -10,8 +11,10 @@ from torch import Tensor
 
 __all__ = ["GenerativeModel", "LossOutput"]
 
-LossOutput = tuple[Tensor, dict[str, float]]
-"""A scalar training loss and a dict of extra numbers to log (e.g. ``{"nfe": 38}``)."""
+LossOutput = tuple[Tensor, Mapping[str, float | Tensor]]
+"""A scalar training loss and a dict of extra numbers to log (e.g. ``{"nfe": 38}``): floats,
+or 0-dim tensors (e.g. ``loss.detach()``), which the trainer reads from the device only when
+it writes its log, so that a GPU step needs no host read."""
 
 
 @runtime_checkable

@@ -48,15 +48,16 @@ def checked_labels(x: Tensor, y: Tensor | None, shape: tuple[int, ...], n_classe
     return check_labels(y, x.shape[0], n_classes - 1).to(x.device)
 
 
-def hit_rate(logits: Tensor, y: Tensor) -> float:
-    """The fraction of rows whose largest logit is at the label ``y``."""
-    return float((logits.argmax(-1) == y).to(logits.dtype).mean())
+def hit_rate(logits: Tensor, y: Tensor) -> Tensor:
+    """The fraction of rows whose largest logit is at the label ``y`` (0-dim, on the device)."""
+    return (logits.argmax(-1) == y).to(logits.dtype).mean()
 
 
 def classification_loss(logits: Tensor, y: Tensor) -> LossOutput:
-    """The mean cross-entropy of ``y``, logging it (``ce``) and the accuracy (``acc``)."""
+    """The mean cross-entropy of ``y``, logging it (``ce``) and the accuracy (``acc``) as 0-dim
+    tensors (read back to the host only when the trainer logs)."""
     loss = F.cross_entropy(logits, y)
-    return loss, {"ce": float(loss.detach()), "acc": hit_rate(logits.detach(), y)}
+    return loss, {"ce": loss.detach(), "acc": hit_rate(logits.detach(), y)}
 
 
 class _AlphaScaledLogits(nn.Module):
@@ -179,4 +180,4 @@ class NoisyClassifier(nn.Module):
         """Fraction of rows of ``x`` (read at ``t = t_min``, no noise added) labelled ``y``."""
         y = checked_labels(x, y, self.shape, self.n_classes)
         t = torch.full((x.shape[0],), self.t_min, dtype=x.dtype, device=x.device)
-        return hit_rate(self(x, t), y)
+        return float(hit_rate(self(x, t), y))

@@ -195,4 +195,4 @@ class FlowMatching(DiffusionModel):
         loss = conditional_flow_matching(
             velocity, x, self.path, x1=noise, t_min=self.t_min, generator=generator
         )
-        return loss, {"cfm": float(loss.detach())}
+        return loss, {"cfm": loss.detach()}

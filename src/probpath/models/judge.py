@@ -156,4 +156,4 @@ class ImageClassifier(nn.Module):
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
         """Fraction of the images ``x`` (unshifted) classified as ``y``."""
-        return hit_rate(self.logits(x), checked_labels(x, y, self.shape, self.n_classes))
+        return float(hit_rate(self.logits(x), checked_labels(x, y, self.shape, self.n_classes)))

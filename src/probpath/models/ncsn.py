@@ -78,12 +78,17 @@ class NCSN(DiffusionModel):
         dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         sigma_min, sigma_max, n_levels: the levels σ_1 = sigma_max > ... > σ_L = sigma_min
             (sigma_max about the largest distance between data points, Song & Ermon 2020).
+            100 levels by default (ratio 0.94 between neighbours, NCSNv2's rule of close
+            levels): the PF-ODE likelihood reads the network between the trained levels,
+            and with 10 it stayed 0.34 nats above the entropy of a 2-D mixture where 100
+            reach 0.06 (docs/benchmarks.md, "Family defaults").
         prediction: the network's kind. ``"eps"`` (default) means
             s_θ(x, σ) = -net(x, t(σ)) / σ, NCSNv2's 1/σ output scaling (Song & Ermon 2020,
             technique 3), so the weighted loss is ``||net - eps||^2 / 2``; ``"score"`` is the
             raw score network of the 2019 paper.
         hidden, activation, time_embedding, net, net_config: the network (see
-            :class:`DiffusionModel`).
+            :class:`DiffusionModel`); the MLP concatenates t by default (smoother between
+            the levels than sinusoidal features).
         step_size: Langevin ε, the step at σ_L (the step at level σ_i is ε σ_i² / σ_L²;
             2e-5 with σ_L = 0.01 in the paper).
         n_steps_per_level: Langevin steps per level by default; ``sample(steps=N)`` runs
@@ -111,13 +116,13 @@ class NCSN(DiffusionModel):
         dim: int | None = None,
         sigma_min: float = 0.01,
         sigma_max: float = 5.0,
-        n_levels: int = 10,
+        n_levels: int = 100,
         prediction: str = "eps",
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
-        time_embedding: str = "sinusoidal",
+        time_embedding: str = "concat",
         step_size: float = 2e-5,
-        n_steps_per_level: int = 100,
+        n_steps_per_level: int = 10,
         t_min: float | None = None,
         t_max: float | None = None,
         schedule: str = "ve",
@@ -181,4 +186,4 @@ class NCSN(DiffusionModel):
         loss = losses.noise_conditional_score_matching(
             score, x, self.sigmas.to(x), generator=generator
         )
-        return loss, {"dsm": float(loss.detach())}
+        return loss, {"dsm": loss.detach()}

@@ -39,14 +39,16 @@ class ScoreSDE(DiffusionModel):
         dim, shape: the data's dimension or one example's shape (see :class:`DiffusionModel`).
         sde: ``"vp"`` (beta_min, beta_max), ``"ve"`` (sigma_min, sigma_max) or ``"subvp"``;
             their parameters in ``schedule_kwargs``.
-        weighting: ``"sigma2"`` (λ = σ², default) or ``"likelihood"`` (λ = g²).
+        weighting: ``"likelihood"`` (λ = g², default: maximum-likelihood training, the
+            PF-ODE likelihood the benchmark measures) or ``"sigma2"`` (λ = σ²).
         importance_sampling: draw t uniform in log-SNR, weighted back to the same loss
             (Song et al. 2021b, Sec. 5; see :func:`probpath.losses.score_sde_loss`); default:
             on with the likelihood weight (its uniform-t estimate is far noisier), off else.
         prediction: the network's kind (default ``"eps"``, i.e. the score times -σ, which
             keeps the output O(1)); any kind works: the loss reads the score.
         hidden, activation, time_embedding, net, net_config, t_min, t_max, n_classes,
-            p_uncond: as :class:`DiffusionModel`.
+            p_uncond: as :class:`DiffusionModel` (but the MLP concatenates t by default, as in
+            flow matching).
         For VE the default ``sigma_max`` is 10 (enough for standardised 2-D data; Song
         et al.'s rule: the largest pairwise distance of the data).
 
@@ -64,11 +66,11 @@ class ScoreSDE(DiffusionModel):
         dim: int | None = None,
         sde: str = "vp",
         schedule_kwargs: dict[str, Any] | None = None,
-        weighting: str = "sigma2",
+        weighting: str = "likelihood",
         prediction: str = "eps",
         hidden: Sequence[int] = (128, 128, 128),
         activation: str = "silu",
-        time_embedding: str = "sinusoidal",
+        time_embedding: str = "concat",
         t_min: float | None = None,
         t_max: float | None = None,
         *,
@@ -123,4 +125,4 @@ class ScoreSDE(DiffusionModel):
             score, x, self.path, t_min=self.t_min, weighting=self.weighting,
             importance_sampling=self.importance_sampling, generator=generator,
         )  # fmt: skip
-        return loss, {"dsm": float(loss.detach())}
+        return loss, {"dsm": loss.detach()}

@@ -27,6 +27,7 @@ __all__ = [
     "per_step",
     "randn_like",
     "sqnorm",
+    "ula_step",
 ]
 
 Model = Callable[[Tensor, Tensor], Tensor]
@@ -73,6 +74,12 @@ def per_step(value: float | Tensor, n: int, x: Tensor, name: str) -> Tensor:
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise shaped like ``x``, drawn from ``generator``."""
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def ula_step(x: Tensor, score: Tensor, eta: Tensor, generator: torch.Generator | None) -> Tensor:
+    r"""One unadjusted Langevin step :math:`x + \tfrac{\eta}{2} s + \sqrt{\eta}\,\varepsilon`
+    (``eta`` a tensor, checked by the caller: no host read)."""
+    return x + 0.5 * eta * score + eta.sqrt() * randn_like(x, generator)
 
 
 def call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ from probpath.samplers._common import (
     call_model,
     check_state,
     per_step,
-    randn_like,
     sqnorm,
+    ula_step,
 )
 
 __all__ = ["annealed_langevin", "langevin", "mala"]
@@ -77,7 +77,7 @@ def langevin(
     etas = per_step(step_size, len(ts), x, "step_size")
     for k in range(len(ts)):
         eta = etas[k]
-        x = x + 0.5 * eta * call_model(model, x, ts[k]) + eta.sqrt() * randn_like(x, generator)
+        x = ula_step(x, call_model(model, x, ts[k]), eta, generator)
         if callback is not None:
             callback(k, x)
     return x, len(ts)
@@ -156,7 +156,7 @@ def mala(
         if changed[k]:  # the target moved: re-evaluate log p and its score at x
             lp, score = _log_prob_and_score(log_prob, x, ts[k], keep_graph)
             nfe += 1
-        y = x + 0.5 * eta * score + eta.sqrt() * randn_like(x, generator)
+        y = ula_step(x, score, eta, generator)
         lp_y, score_y = _log_prob_and_score(log_prob, y, ts[k], keep_graph)
         nfe += 1
         log_q_fwd = -sqnorm(y - x - 0.5 * eta * score) / (2 * eta)

@@ -29,8 +29,8 @@ from probpath.samplers._common import (
     linear_step,
     linear_steps,
     sqnorm,
+    ula_step,
 )
-from probpath.samplers.langevin import langevin
 from probpath.sdes import SDE, ReverseSDE
 
 __all__ = ["predictor_corrector", "reverse_sde_euler"]
@@ -159,11 +159,7 @@ def predictor_corrector(
         for _ in range(n_corrector):
             s = call_model(model, x, t)
             step = 2 * ratios[k] * (snr * x[0].numel() ** 0.5 / sqnorm(s).sqrt().mean()) ** 2
-
-            def known(y: Tensor, tt: Tensor, s: Tensor = s) -> Tensor:
-                return s  # the score at x, already evaluated for the step-size rule
-
-            x, _ = langevin(known, x, t[None], step_size=2 * step, generator=generator)
+            x = ula_step(x, s, 2 * step, generator)  # one Langevin step of size 2 * step
             nfe += 1
         x = linear_step(model, x, t, coefs[0][k], coefs[1][k], coefs[2][k], generator)
         nfe += 1

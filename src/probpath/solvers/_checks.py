@@ -148,18 +148,29 @@ class Layout:
             for v, s in zip(sol.split(self.numels, dim=1), self.shapes, strict=True)
         )
 
-    def wrap(self, func: Callable[..., Any]) -> Callable[[Tensor, Tensor], Tensor]:
-        """``func`` on flat states: ``func`` itself for a single tensor (no overhead)."""
-        if not self.is_tuple:
+    def wrap(
+        self, func: Callable[..., Any], cast: bool = False
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """``func`` on flat states: ``func`` itself for a single tensor (no overhead); with
+        ``cast`` (:meth:`check_output`), its output cast up to the state's dtype."""
+        if not (self.is_tuple or cast):
             return func
 
         def f(t: Tensor, y: Tensor) -> Tensor:
-            return self.flatten(func(t, self.unflatten(y)))
+            return self.flatten(func(t, self.unflatten(y))).to(self.dtype)
 
         return f
 
-    def check_output(self, out: Any) -> None:
-        """Check ``func``'s first output against ``y0`` (structure, shape, dtype)."""
+    def lowered(self, dtype: torch.dtype) -> bool:
+        """Whether ``dtype`` is the lower precision of an autocast region on the state's
+        device, whose outputs the solver casts up to the state's dtype."""
+        kind = self.device.type
+        return torch.is_autocast_enabled(kind) and dtype == torch.get_autocast_dtype(kind)
+
+    def check_output(self, out: Any) -> bool:
+        """Check ``func``'s first output against ``y0`` (structure, shape, dtype); returns
+        whether it must be cast up to the state's dtype: a network under autocast (e.g.
+        ``bf16``) returns its lower precision, and the state stays in its own."""
         if not self.is_tuple:
             if not isinstance(out, Tensor):
                 raise TypeError(f"func(t, y) must return a tensor like y, got {type(out).__name__}")
@@ -175,7 +186,7 @@ class Layout:
             where = f"[{i}]" if self.is_tuple else ""
             if not isinstance(o, Tensor):
                 raise TypeError(f"func(t, y){where} must be a tensor, got {type(o).__name__}")
-            if o.dtype != self.dtype:
+            if o.dtype != self.dtype and not self.lowered(o.dtype):
                 raise TypeError(
                     f"func(t, y){where} has dtype {o.dtype} but y has dtype {self.dtype}; "
                     "cast the output (or y0) so that they match"
@@ -185,3 +196,4 @@ class Layout:
                     f"func(t, y){where} has shape {tuple(o.shape)} but y{where} has shape "
                     f"{tuple(shape)}; dy/dt must have the shape of y"
                 )
+        return any(o.dtype != self.dtype for o in outs)

@@ -287,8 +287,8 @@ def odeint(
     if len(ts) == 1:
         return layout.stack([flat])
     out0 = func(torch.scalar_tensor(ts[0], dtype=layout.dtype, device=layout.device), y0)
-    layout.check_output(out0)  # once, not per step
-    f, k0 = layout.wrap(func), layout.flatten(out0)
+    cast = layout.check_output(out0)  # once, not per step
+    f, k0 = layout.wrap(func, cast), layout.flatten(out0).to(layout.dtype)
     if tab.error_order:
         return _solve_adaptive(f, tab, flat, k0, ts, rtol, atol, opts, stats, layout)
     return solve_fixed(f, tab, flat, k0, ts, opts, stats, layout)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import TrainConfig
+from .distributed import DistInfo, mean_over_ranks, shard
 
 __all__ = ["HeldOut", "JsonlLogger", "accepts", "check_inputs", "deferred_sigint", "loss_seed"]
 
@@ -139,6 +140,10 @@ class HeldOut:
     and, where ``evaluate`` takes ``fast`` (as ``default_evaluate`` does), the model's
     cheaper setting; it is skipped when the time periodic evaluations took so far plus
     the last one's would exceed ``config.eval_budget`` of the training time.
+
+    Under torchrun each rank evaluates its :func:`~.distributed.shard` of the rows, with no
+    collective inside, and the scores are combined as row-weighted means
+    (:func:`~.distributed.mean_over_ranks`): ``evaluate`` must return means over rows.
     """
 
     def __init__(
@@ -147,8 +152,10 @@ class HeldOut:
         args: tuple[Tensor, ...],
         config: TrainConfig,
         progress: bool,
+        info: DistInfo | None = None,
     ) -> None:
         self.evaluate, self.full, self.budget = evaluate, args, config.eval_budget
+        self.info = info or DistInfo()
         self.periodic = args
         if args and config.eval_rows < len(args[0]):
             gen = torch.Generator().manual_seed(config.seed)
@@ -172,7 +179,11 @@ class HeldOut:
         values = {"fast": not final, "progress": self.progress}
         kwargs = {k: v for k, v in values.items() if self.options[k]}
         t0 = time.perf_counter()
-        out = {k: float(v) for k, v in self.evaluate(model, *args, **kwargs).items()}
+        part = shard(len(args[0]), self.info)
+        local = tuple(a[part] for a in args)
+        n = len(local[0])
+        out = {k: float(v) for k, v in self.evaluate(model, *local, **kwargs).items()} if n else {}
+        out = mean_over_ranks(out, n, self.info)
         seconds = time.perf_counter() - t0
         if not final:
             self.last = seconds

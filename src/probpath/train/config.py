@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from probpath.data.image_set import TEST_FRACTION
+from probpath.device import check_compile_mode, check_precision
 
 __all__ = ["HELD_OUT", "IMAGE_SPACES", "RunConfig", "TrainConfig", "lr_factor"]
 
@@ -26,6 +27,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_budget",
         "checkpoint_every",
         "keep_checkpoints",
+        "compile",
     }
 )
 
@@ -53,6 +55,13 @@ class TrainConfig:
         checkpoint_every: write a checkpoint every so many steps (and always at the end).
         keep_checkpoints: how many of the newest checkpoints to keep.
         seed: seeds the global torch RNG, the data order and the loss's generator.
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"``: the loss's forward pass under
+            autocast (the networks' matrix products and convolutions in that precision;
+            solver state, divergences and log-densities stay float32), with loss scaling
+            for ``fp16`` (:mod:`probpath.device`; docs/gpu.md).
+        compile: ``None`` (eager), or a :func:`torch.compile` mode (``"default"``,
+            ``"reduce-overhead"``, ...) in which the model's networks are compiled
+            (:func:`probpath.device.compile_networks`); may change on resume.
 
     Example:
         >>> TrainConfig(steps=100, schedule="cosine").lr
@@ -79,6 +88,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0
+    precision: str = "fp32"
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "eval_rows", "log_every", "checkpoint_every")
@@ -108,10 +119,24 @@ class TrainConfig:
             raise ValueError(
                 f"ema_decay must lie in [0, 1) (0 disables it), got {self.ema_decay!r}"
             )
+        check_precision(self.precision)
+        if self.compile is not None:
+            check_compile_mode(self.compile)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a JSON-ready dict."""
         return asdict(self)
+
+    def check_resumes(self, saved: dict[str, Any], run_dir: str | os.PathLike[str]) -> None:
+        """Raise unless this config may continue the run in ``run_dir`` saved with ``saved``:
+        only :data:`RESUMABLE_CHANGES` may differ (keys an older run lacks: their defaults).
+        """
+        saved = {**TrainConfig().to_dict(), **saved}
+        diff = sorted({k for k, v in self.to_dict().items() if saved[k] != v} - RESUMABLE_CHANGES)
+        if diff:
+            raise ValueError(
+                f"cannot resume {run_dir} with a different {diff}: saved {[saved[k] for k in diff]}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

@@ -2,7 +2,14 @@
 
 Under ``torchrun`` the environment holds ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT``. :func:`setup` reads them, initialises the process
-group (``nccl`` on CUDA, ``gloo`` on CPU) and tells the trainer which rank it is.
+group (``nccl`` on CUDA, ``gloo`` on CPU) and tells the trainer which rank it is;
+:func:`local_device` gives each rank its own GPU, ``cuda:LOCAL_RANK``.
+
+Held-out evaluation is sharded: each rank evaluates its :func:`shard` of the rows with no
+collective inside (an adaptive solver may take a different number of steps on each rank),
+and :func:`mean_over_ranks` combines the means once afterwards; :func:`agree` makes every
+rank take rank 0's decision to evaluate, so that none waits for a collective the others
+skip.
 
 DistributedDataParallel averages gradients through hooks armed by the *wrapped
 module's forward*; the model contract's ``loss`` is a method, so calling it directly
@@ -23,7 +30,19 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 
-__all__ = ["DistInfo", "LossModule", "batch_indices", "setup", "teardown"]
+from ..device import resolve_device
+
+__all__ = [
+    "DistInfo",
+    "LossModule",
+    "agree",
+    "batch_indices",
+    "local_device",
+    "mean_over_ranks",
+    "setup",
+    "shard",
+    "teardown",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,63 @@ def _device(device: torch.device | None, local_rank: int) -> torch.device:
     return device if device is not None else torch.device("cpu")
 
 
+def local_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The device of this process for ``--device spec`` (:func:`probpath.device.resolve_device`):
+    under ``torchrun`` with several processes a CUDA device is ``cuda:LOCAL_RANK``, one GPU
+    per rank; another ``cuda:N`` there is refused, since every rank would take GPU N.
+
+    >>> local_device("cpu")
+    device(type='cpu')
+    """
+    device = resolve_device(spec)
+    if device.type != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.index not in (None, local):
+        raise ValueError(
+            f"--device {spec} under torchrun would put every rank on one GPU; use --device "
+            "cuda (each rank takes cuda:LOCAL_RANK) and choose the GPUs with "
+            "CUDA_VISIBLE_DEVICES"
+        )
+    return torch.device("cuda", local)
+
+
+def shard(n: int, info: DistInfo) -> slice:
+    """This rank's contiguous share of ``n`` rows: sizes differ by at most one, in rank order.
+
+    >>> [shard(5, DistInfo(rank=r, world_size=2)) for r in (0, 1)]
+    [slice(0, 3, None), slice(3, 5, None)]
+    """
+    base, extra = divmod(n, info.world_size)
+    start = info.rank * base + min(info.rank, extra)
+    return slice(start, start + base + (info.rank < extra))
+
+
+def mean_over_ranks(values: dict[str, float], n: int, info: DistInfo) -> dict[str, float]:
+    """The row-weighted mean of every rank's ``values`` (means over its ``n`` rows): the mean
+    over all rows. One collective; a rank with no rows contributes nothing.
+
+    >>> mean_over_ranks({"nll": 1.5}, 10, DistInfo())
+    {'nll': 1.5}
+    """
+    if not info.distributed:
+        return dict(values)
+    parts: list[Any] = [None] * info.world_size
+    dist.all_gather_object(parts, (n, values))
+    total = sum(k for k, _ in parts)
+    keys = next(v for k, v in parts if k)
+    return {key: sum(k * v[key] for k, v in parts if k) / total for key in keys}
+
+
+def agree(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's ``flag`` on every rank (one broadcast; ``flag`` itself in a single process)."""
+    if not info.distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=info.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def teardown(info: DistInfo) -> None:
     """Destroy the process group if :func:`setup` created it.
 
@@ -114,7 +190,7 @@ class LossModule(nn.Module):
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, float]]:
+    ) -> tuple[Tensor, dict[str, Any]]:
         labels = {} if y is None else {"y": y}
         return self.model.loss(x, generator=generator, **labels)  # type: ignore[operator]
 

@@ -71,9 +71,11 @@ def map_chunks(
     chunk: int = 2048,
     progress: bool = False,
     desc: str | None = None,
+    device: torch.device | None = None,
 ) -> Tensor:
     """``fn`` (rows → one value per row) over ``x`` in chunks of ``chunk`` rows, under
-    ``torch.no_grad()``, concatenated.
+    ``torch.no_grad()``, concatenated. With ``device`` (the model's), each chunk moves
+    there and its values back to ``x``'s device.
 
     The memory of a likelihood that is not trained on is then that of one chunk's
     function evaluation, whatever the number of solver steps: an ODE likelihood computes
@@ -89,7 +91,7 @@ def map_chunks(
     out = []
     with torch.no_grad(), tqdm(total=len(x), disable=not progress, desc=desc, leave=False) as bar:
         for xb in x.split(chunk):
-            out.append(fn(xb))
+            out.append(fn(xb if device is None else xb.to(device)).to(x.device))
             bar.update(len(xb))
     return torch.cat(out)
 

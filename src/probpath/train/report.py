@@ -55,7 +55,8 @@ def _tightest_bound(model: Any, z: Tensor, log_det: Tensor, seed: int) -> dict[s
     """The ELBO for each fixed reverse variance (one pass over the chain, every one a valid
     bound on the NLL): ``nll_bound_nats`` is the smallest mean, named by
     ``nll_bound_variance``, with its standard error; ``nll_bound_nats_<variance>`` each."""
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
     names: list[str] = []
 
     def bounds(b: Tensor) -> Tensor:
@@ -63,7 +64,7 @@ def _tightest_bound(model: Any, z: Tensor, log_det: Tensor, seed: int) -> dict[s
         names[:] = list(out)
         return torch.stack(list(out.values()), dim=1)
 
-    per = map_chunks(bounds, z) - log_det[:, None]  # (rows, variances), data space
+    per = map_chunks(bounds, z, device=device) - log_det[:, None]  # (rows, variances), data space
     means = per.mean(0)
     k = int(means.argmin())
     rows: dict[str, Any] = {
@@ -269,9 +270,9 @@ def _trajectories_png(run: LoadedRun, n: int, seed: int) -> Path:
     """``trajectories.png``: ``n`` paths from the base to the data, in data space."""
     from .. import plots  # matplotlib: imported when a plot is drawn
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(run.device).manual_seed(seed)
     with torch.no_grad():
-        paths = run.model.trajectories(n, generator=gen)  # type: ignore[operator]
+        paths = run.model.trajectories(n, generator=gen).cpu()  # type: ignore[operator]
     if run.standardizer is not None:
         paths = run.standardizer.inverse(paths)
     return plots.plot_trajectories(paths, run.run_dir / "trajectories.png")

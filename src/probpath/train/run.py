@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..data import Standardizer
 from ..dequantization import Dequantizer
+from ..device import resolve_device
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import RunConfig
 from .evaluate import count_nfe, dequantized_nll, map_chunks
@@ -56,7 +57,9 @@ class LoadedRun:
 
     Its methods work in data space: :meth:`sample` maps samples back (levels for discrete
     data), :meth:`to_model_space` applies the map (with its log-determinant), :meth:`nll`
-    scores data (the dequantized bound for discrete data).
+    scores data (the dequantized bound for discrete data). The model computes on its own
+    :attr:`device`; the data-space methods take rows on any device and return values where
+    the run's rows live, on the CPU (:meth:`log_prob` on the rows' device).
     """
 
     model: nn.Module
@@ -78,6 +81,11 @@ class LoadedRun:
     def dequantizer(self) -> Dequantizer | None:
         """The map of discrete data to model space (``None`` for continuous data)."""
         return self.space.dequantizer
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are (``load_run``'s ``device``)."""
+        return next(self.model.parameters()).device
 
     def rows(self, *, labels: bool = False) -> RunRows:
         """The run's training and held-out rows (data space), as it was trained on them."""
@@ -104,7 +112,13 @@ class LoadedRun:
             )
         model: Any = self.model
         z, log_det = self.to_model_space(x)
-        lp = map_chunks(lambda b: model.log_prob(b, **kwargs), z, chunk=chunk, progress=progress)
+        lp = map_chunks(
+            lambda b: model.log_prob(b, **kwargs),
+            z,
+            chunk=chunk,
+            progress=progress,
+            device=self.device,
+        )
         return lp + log_det
 
     def nll(
@@ -132,18 +146,20 @@ class LoadedRun:
     def sample(
         self, n: int, *, seed: int = 0, model: Any = None, progress: bool = False, **sampling: Any
     ) -> tuple[Tensor, int]:
-        """``n`` samples in data space and the NFE used, from ``model`` (default: the run's;
-        e.g. a guided view of it); ``sampling`` (``sampler``, ``steps``, solver options)
-        goes to ``model.sample_with_nfe`` where the family samples by name. ``progress``
-        shows a bar over the network's evaluations."""
-        gen = torch.Generator().manual_seed(seed)
+        """``n`` samples in data space (on the CPU) and the NFE used, from ``model`` (default:
+        the run's; e.g. a guided view of it); ``sampling`` (``sampler``, ``steps``, solver
+        options) goes to ``model.sample_with_nfe`` where the family samples by name. The
+        noise comes from a generator on the model's device seeded with ``seed`` (so a CPU
+        and a GPU draw different samples for one seed); ``progress`` shows a bar over the
+        network's evaluations."""
+        gen = torch.Generator(self.device).manual_seed(seed)
         model = self.model if model is None else model
         with count_nfe(model, progress=progress, desc="sample") as c, torch.no_grad():
             if hasattr(model, "sample_with_nfe"):
                 z, nfe = model.sample_with_nfe(n, generator=gen, **sampling)
             else:
                 z, nfe = model.sample(n, generator=gen), None
-        return self.space.to_data(z.detach()), c["nfe"] if nfe is None else nfe
+        return self.space.to_data(z.detach().cpu()), c["nfe"] if nfe is None else nfe
 
 
 def check_weights(model: nn.Module, ck: Checkpoint, config: RunConfig, run_dir: Path) -> None:
@@ -205,11 +221,15 @@ def load_run(
     *,
     ema: bool = True,
     overrides: dict[str, Any] | None = None,
+    device: str | torch.device | None = "auto",
 ) -> LoadedRun:
     """Rebuild a run's model from ``config.json`` and load its newest checkpoint.
 
     ``ema`` picks the averaged weights when the run kept them; ``overrides`` replaces
-    model config keys that do not change the parameters (e.g. the solver or tolerances).
+    model config keys that do not change the parameters (e.g. the solver or tolerances);
+    ``device`` (:func:`probpath.device.resolve_device`: ``auto`` is the GPU when there is
+    one) is where the model goes: a checkpoint loads onto any device, whatever it was
+    trained on.
     """
     from ..models import build
 
@@ -219,7 +239,7 @@ def load_run(
     ck = load_checkpoint(Path(run_dir) / "checkpoints")
     model = build_for(lambda: build(cfg.model, **cfg.model_config), ck, cfg, Path(run_dir))
     model.load_state_dict(ck.ema if ema and ck.ema is not None else ck.model)
-    model.eval()
+    model.to(resolve_device(device)).eval()
     extra = ck.meta.get("extra", {})
     std = (
         None if extra.get("standardizer") is None else Standardizer.from_dict(extra["standardizer"])

@@ -15,10 +15,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..device import autocast, compile_networks, grad_scaler
+from ._feed import Batches, NonFiniteLossError, Pending, Window
 from ._loop import HeldOut, JsonlLogger, check_inputs, deferred_sigint, loss_seed
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_CHANGES, TrainConfig, lr_factor
-from .distributed import DistInfo, LossModule, batch_indices, setup, teardown
+from .config import TrainConfig, lr_factor
+from .distributed import DistInfo, LossModule, agree, batch_indices, setup, teardown
 from .ema import EMA
 from .evaluate import default_evaluate
 
@@ -28,10 +30,6 @@ Evaluate = Callable[..., dict[str, float]]
 """``evaluate(model, eval_data)``, or ``evaluate(model, eval_data, eval_labels)`` when the
 trainer has held-out labels; the keywords ``fast`` (a periodic evaluation) and ``progress``
 are passed when it takes them."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or its gradient became NaN or infinite; training stopped."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,12 @@ def train(
     Ctrl-C finishes the current step, writes a checkpoint and raises ``KeyboardInterrupt``.
 
     Under ``torchrun`` the model is wrapped in DistributedDataParallel, each process takes
-    ``batch_size / world_size`` rows of every batch, and only rank 0 logs and checkpoints.
+    ``batch_size / world_size`` rows of every batch, and only rank 0 logs and checkpoints;
+    held-out evaluations are sharded across the ranks (:class:`._loop.HeldOut`).
+
+    Training runs on the model's device, in ``config.precision``, with ``config.compile``
+    (docs/gpu.md). A step reads nothing back to the host: its numbers are read when the
+    trainer logs, evaluates or checkpoints, where a non-finite step stops training.
 
     Example:
         >>> import tempfile
@@ -115,7 +118,8 @@ def train(
     info = setup(params[0].device)
     eval_args: tuple[Tensor, ...] = () if eval_data is None else (eval_data,)
     eval_args += () if eval_labels is None else (eval_labels,)
-    held_out = HeldOut(evaluate or default_evaluate, eval_args, config, progress and info.is_main)
+    show = progress and info.is_main
+    held_out = HeldOut(evaluate or default_evaluate, eval_args, config, show, info)
     try:
         loop = _Loop(model, params, config, Path(run_dir), info, resume, extra_state, held_out)
         loop.transform = transform
@@ -130,7 +134,7 @@ def train(
 class _Loop:
     """One call of :func:`train`, read top-down: the set-up (``__init__``: fresh, or
     resumed by :meth:`_restore`), then :meth:`run`, which repeats :meth:`step`,
-    :meth:`record`, :meth:`evaluate` and :meth:`checkpoint` and ends with :meth:`finish`."""
+    :meth:`flush`, :meth:`evaluate` and :meth:`checkpoint` and ends with :meth:`finish`."""
 
     def __init__(
         self,
@@ -150,6 +154,9 @@ class _Loop:
         self.dtype = params[0].dtype
         self.ckpt_dir = run_dir / "checkpoints"
         model.to(self.device)
+        if config.compile is not None:
+            compile_networks(model, config.compile)
+        self.scaler = grad_scaler(self.device, config.precision)
         opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         # fused=True: one kernel for the whole update (6-10% of a flow-matching step here).
         self.optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
@@ -174,24 +181,19 @@ class _Loop:
         self.held_out = held_out
         self.clip = config.grad_clip if config.grad_clip > 0 else math.inf
         self.step_done = self.start
+        self.pending = Pending()
         self.losses: list[float] = []
-        self.window: dict[str, list[float]] = {}
+        self.window = Window(scaled=self.scaler.is_enabled())
         self.last_eval: dict[str, float] = {}
         self.transform: Callable[[Tensor, torch.Generator], Tensor] | None = None
+        self.bar: Any = None
 
     def _restore(self) -> None:
         path = latest_checkpoint(self.ckpt_dir)
         if path is None:
             raise FileNotFoundError(f"cannot resume: no checkpoint in {self.ckpt_dir}")
         ck = load_checkpoint(path)
-        saved = ck.meta.get("train_config", {})
-        diff = {k for k, v in self.config.to_dict().items() if saved.get(k) != v}
-        diff -= RESUMABLE_CHANGES
-        if diff:
-            raise ValueError(
-                f"cannot resume {self.run_dir} with a different {sorted(diff)}: "
-                f"saved {[saved.get(k) for k in sorted(diff)]}"
-            )
+        self.config.check_resumes(ck.meta.get("train_config", {}), self.run_dir)
         self.model.load_state_dict(ck.model)
         if ck.optimizer is not None:
             self.optimizer.load_state_dict(ck.optimizer)
@@ -211,130 +213,138 @@ class _Loop:
         batches = batch_indices(
             len(data), config.batch_size, info, seed=config.seed, start_step=self.start
         )
-        bar = tqdm(
+        dtype = data.dtype if self.transform is not None else self.dtype  # levels stay integers
+        feed = Batches(data, labels, self.device, dtype)
+        self.bar = tqdm(
             total=config.steps,
             initial=self.start,
             disable=not (progress and info.is_main),
             dynamic_ncols=True,
             desc="train",
         )
-        self.t0, self.train_seconds = time.perf_counter(), 0.0
+        self.t0, self.aside = time.perf_counter(), 0.0
         rng = torch.get_rng_state()
         try:
             with deferred_sigint() as interrupted:
                 while self.step_done < config.steps:
                     if interrupted["set"]:
                         raise KeyboardInterrupt
-                    idx = next(batches)
-                    y = None if labels is None else labels[idx]
-                    loss, norm, logs = self.step(self.step_done + 1, data[idx], y)
+                    self.step(self.step_done + 1, *feed(next(batches)))
                     rng = torch.get_rng_state()  # the state a resumed run must start from
-                    self.record(loss, norm, logs, bar)
+                    self.bar.update(1)
                     k = self.step_done
-                    if self._periodic_eval_due(k):
+                    evaluate = self._periodic_eval_due(k)
+                    save = k % config.checkpoint_every == 0
+                    if evaluate or save or k % config.log_every == 0 or k == config.steps:
+                        self.flush()
+                    if evaluate:
                         self.evaluate(k, final=False)
-                    if k % config.checkpoint_every == 0:
+                    if save:
                         self.checkpoint(k, torch.get_rng_state())
                 self.finish()
         except KeyboardInterrupt:
-            bar.close()
+            self.bar.close()
+            self.flush()
             done = self.step_done
             path = self.checkpoint(done, rng) if done > self.start else self.last_ckpt
             if info.is_main:
                 print(f"probpath: interrupted after step {done}; checkpoint: {path}")
             raise
         finally:
-            bar.close()
+            self.bar.close()
         return TrainResult(self.step_done, self.losses, self.last_eval, self.last_ckpt)
 
-    def step(self, k: int, x: Tensor, y: Tensor | None) -> tuple[float, float, dict[str, Any]]:
-        """Optimiser step ``k`` on the batch ``(x, y)``: the loss and the gradient norm
-        (means over processes) and the loss's logs; a non-finite one stops training."""
-        config, info, t0 = self.config, self.info, time.perf_counter()
+    def step(self, k: int, x: Tensor, y: Tensor | None) -> None:
+        """Optimiser step ``k`` on the batch ``(x, y)`` (on the device): the loss in the run's
+        precision, the (scaled) backward pass, clipping, the update and the EMA; the loss,
+        gradient norm and logs stay on the device until :meth:`flush`."""
+        config, info = self.config, self.info
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(k, config)
-        x = x.to(self.device) if self.transform else x.to(device=self.device, dtype=self.dtype)
-        y = None if y is None else y.to(self.device)
         self.gen.manual_seed(loss_seed(config.seed, info.rank, k))
         if self.transform is not None:
             x = self.transform(x, self.gen).to(self.dtype)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, logs = self.loss_fn(x, self.gen, y)
-        loss.backward()
+        try:
+            with autocast(self.device, config.precision):
+                loss, logs = self.loss_fn(x, self.gen, y)
+            self.scaler.scale(loss).backward()
+        except RuntimeError as e:
+            if config.compile is None:
+                raise
+            raise ValueError(
+                f"compile: torch.compile cannot train this model ({str(e).splitlines()[0]}); "
+                "a loss that differentiates the network with respect to its input (cnf, ebm) "
+                "trains eagerly: drop --compile"
+            ) from e
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
-        if info.distributed:
-            dist.all_reduce(stats)
-            stats = stats / info.world_size
-        loss_value, norm_value = stats.tolist()
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            where = f"; the last good checkpoint is {self.last_ckpt}" if self.last_ckpt else ""
-            raise NonFiniteLossError(
-                f"loss {loss_value} / gradient norm {norm_value} at step {k} is not "
-                f"finite{where}; lower the learning rate, clip gradients harder or "
-                "tighten the solver tolerances"
-            )
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skips a step whose fp16 gradients overflowed
+        self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model)
+        self.pending.add(k, loss, grad_norm, logs)
         self.step_done = k
-        self.train_seconds += time.perf_counter() - t0
-        return loss_value, norm_value, logs
 
-    def record(self, loss: float, norm: float, logs: dict[str, Any], bar: Any) -> None:
-        """The step's loss, the progress bar and, every ``log_every`` steps, the means of
-        the window of steps since the last record to ``metrics.jsonl``."""
+    def flush(self) -> None:
+        """Read the steps since the last flush from the device (one transfer), stop at a
+        non-finite one, and add them to the losses, the progress bar and the log window;
+        at a log step, write the window's means to ``metrics.jsonl``."""
         k, config = self.step_done, self.config
-        self.losses.append(loss)
-        for key, v in {"loss": loss, "grad_norm": norm, **logs}.items():
-            self.window.setdefault(key, []).append(float(v))
-        post = {"loss": f"{loss:.4f}"}
-        if "nfe" in logs:
-            post["nfe"] = f"{float(logs['nfe']):.0f}"
-        bar.set_postfix(post, refresh=False)
-        bar.update(1)
+        for r in self.pending.read(self.info):
+            if not (r.finite or self.window.skipped(r)):
+                raise r.non_finite(self.last_ckpt)
+            self.losses.append(r.loss)
+            self.window.add(r)
+            self.bar.set_postfix(r.postfix(), refresh=False)
         if k % config.log_every == 0 or k == config.steps:
-            elapsed = time.perf_counter() - self.t0
-            means = {key: sum(v) / len(v) for key, v in self.window.items()}
-            self.logger.write(
-                {
-                    "step": k,
-                    "split": "train",
-                    **means,
-                    "lr": self.optimizer.param_groups[0]["lr"],
-                    "it_s": (k - self.start) / max(elapsed, 1e-9),
-                    "time": elapsed,
-                }
-            )
-            self.window = {}
+            means, elapsed = self.window.means(), time.perf_counter() - self.t0
+            if means:
+                self.logger.write(
+                    {
+                        "step": k,
+                        "split": "train",
+                        **means,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "it_s": (k - self.start) / max(elapsed, 1e-9),
+                        "time": elapsed,
+                    }
+                )
 
     def _periodic_eval_due(self, k: int) -> bool:
-        """Every ``eval_every`` steps before the last, within the time budget."""
+        """Every ``eval_every`` steps before the last, within the time budget (rank 0's
+        decision on every rank)."""
         every, steps = self.config.eval_every, self.config.steps
-        return (
-            bool(every) and k % every == 0 and k < steps and self.held_out.due(self.train_seconds)
-        )
+        if not (every and k % every == 0 and k < steps):
+            return False
+        train_seconds = time.perf_counter() - self.t0 - self.aside
+        return agree(self.held_out.due(train_seconds), self.info)
 
     def evaluate(self, k: int, *, final: bool) -> None:
-        """The held-out evaluation on the EMA weights (rank 0): the final one exact on all
-        rows, a periodic one on the fixed subsample (see :class:`._loop.HeldOut`)."""
-        if not self.held_out.full or not self.info.is_main:
+        """The held-out evaluation on the EMA weights, in the run's precision, sharded across
+        ranks: the final one exact on all rows, a periodic one on the fixed subsample (see
+        :class:`._loop.HeldOut`)."""
+        if not self.held_out.full:
             return
-        with self.ema.swapped(self.model) if self.ema else nullcontext():
+        t0 = time.perf_counter()
+        swap = self.ema.swapped(self.model) if self.ema else nullcontext()
+        with swap, autocast(self.device, self.config.precision):
             out, about = self.held_out(self.model, final=final)
         record = {f"eval_{key}": v for key, v in out.items()}
         self.logger.write({"step": k, "split": "eval", **about, **record})
         self.last_eval = out
+        self.aside += time.perf_counter() - t0
 
     def checkpoint(self, k: int, rng: Tensor) -> Path | None:
         """A checkpoint of step ``k`` with the RNG state ``rng`` (rank 0)."""
         if not self.info.is_main:
             return None
-        config, ema = self.config, self.ema
+        t0, config, ema = time.perf_counter(), self.config, self.ema
         meta = {
             "train_config": config.to_dict(),
             "rng": {"torch_cpu": rng.tolist(), "loss_generator": "seeded per step"},
             "data_order": {"seed": config.seed, "world_size": self.info.world_size},
+            "device": str(self.device),
             "ema_num_updates": ema.num_updates if ema else 0,
             "extra": self.extra,
         }
@@ -347,10 +357,12 @@ class _Loop:
             meta=meta,
             keep=config.keep_checkpoints,
         )
+        self.aside += time.perf_counter() - t0
         return self.last_ckpt
 
     def finish(self) -> None:
         """The final evaluation, and the final checkpoint unless the last step wrote it."""
+        self.flush()
         k, config = self.step_done, self.config
         if k > self.start:
             self.evaluate(k, final=True)

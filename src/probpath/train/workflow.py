@@ -27,6 +27,7 @@ from torch import nn
 from ..data import Standardizer
 from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from .config import RunConfig
+from .distributed import local_device
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows
 from .run import LoadedRun, build_for, load_run, run_space
@@ -69,7 +70,7 @@ def config_like(
     """
     if config.model != "noisy-classifier":
         raise ValueError(f"--like applies to --model noisy-classifier, not {config.model}")
-    run = like if isinstance(like, LoadedRun) else load_run(like)
+    run = like if isinstance(like, LoadedRun) else load_run(like, device="cpu")
     schedule_config = getattr(run.model, "schedule_config", None)
     if schedule_config is None:
         raise ValueError(f"--like {run.run_dir}: a {run.config.model} run has no diffusion path")
@@ -157,6 +158,7 @@ def fit(
     conditional: bool = False,
     like: str | os.PathLike[str] | LoadedRun | None = None,
     progress: bool = True,
+    device: str | torch.device | None = "auto",
 ) -> FitResult:
     """Train the run ``config`` into ``run_dir``: data → model space → train → evaluate → save.
 
@@ -170,12 +172,14 @@ def fit(
     held-out NLL is the dequantized bound on -log P(x), with its bits/dim. ``resume=True`` continues
     the run in ``run_dir`` (``config`` is its saved one, ``train.steps`` may be raised);
     ``conditional=True`` trains a diffusion-family model on the data's labels;
-    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`).
+    ``like`` is the diffusion run a noisy classifier will guide (see :func:`config_like`);
+    ``device`` is where to train (:func:`~probpath.train.distributed.local_device`: ``auto``
+    is the GPU when there is one; under torchrun each rank takes ``cuda:LOCAL_RANK``).
     """
     run_dir = Path(run_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
         raise ValueError(f"{run_dir} already holds a run; add --resume or pick another --out")
-    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like)
+    like_run = like if like is None or isinstance(like, LoadedRun) else load_run(like, device="cpu")
     labelled = _labelled(config, conditional, resume)
     rows = load_rows(config, labels=labelled)
     if config.image_space != "centered" and rows.kind != "images":
@@ -193,6 +197,7 @@ def fit(
         config = replace(config, model_config=dict(model.config))  # type: ignore[arg-type]
         if _main_process():
             config.save(run_dir)
+    model = model.to(local_device(device))
     space = run_space(config, rows.kind, std)
     extra: dict[str, Any] = {
         "standardizer": std.to_dict() if std is not None else None,
