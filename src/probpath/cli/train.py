@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..data import data_kind
 from ..train import FitResult, RunConfig, config_like, fit, load_run, plot_run
 from ..train.distributed import local_device
 from ._common import add_device_flags, add_solver_flags, print_table
@@ -282,9 +283,6 @@ def merge_config(args: argparse.Namespace) -> RunConfig:
 
     base = _config_file(getattr(args, "config", None))
     run = {k: getattr(args, f) for f, k in RUN_FLAGS.items() if getattr(args, f) is not None}
-    # A family may carry training defaults (``train_defaults``) that the file and flags override.
-    family = MODELS.get(run.get("model", base.get("model", RunConfig.model)))
-    base = {**base, "train": {**getattr(family, "train_defaults", {}), **(base.get("train") or {})}}
     cfg = RunConfig.from_dict(base)
     train = {k: getattr(args, f) for f, k in TRAIN_FLAGS.items() if getattr(args, f) is not None}
     model = {k: getattr(args, f) for f, k in MODEL_FLAGS.items() if getattr(args, f) is not None}
@@ -297,7 +295,20 @@ def merge_config(args: argparse.Namespace) -> RunConfig:
     )
     if getattr(args, "like", None) is not None:
         cfg = config_like(cfg, args.like, keep={*run, *(["seed"] if "seed" in train else [])})
-    return cfg
+    # The family's training defaults for the data's kind; the file and the flags override them.
+    given = {*(base.get("train") or {}), *train}
+    defaults = family_train_defaults(MODELS.get(cfg.model), data_kind(cfg.data).kind)
+    return replace(
+        cfg, train=replace(cfg.train, **{k: v for k, v in defaults.items() if k not in given})
+    )
+
+
+def family_train_defaults(family: Any, kind: str) -> dict[str, Any]:
+    """A family's ``TrainConfig`` defaults on data of ``kind`` (:func:`probpath.data.data_kind`):
+    its ``image_train_defaults`` on images, else its ``train_defaults`` (``{}``: none)."""
+    if kind == "images" and hasattr(family, "image_train_defaults"):
+        return dict(family.image_train_defaults)
+    return dict(getattr(family, "train_defaults", {}))
 
 
 def _resumed_config(args: argparse.Namespace) -> RunConfig:
