@@ -79,6 +79,21 @@ def test_family_train_defaults_sit_under_file_and_flags(tmp_path):
     assert merged("--config", str(cfg_file)).schedule == "cosine"  # the rest stays the family's
 
 
+def test_image_data_take_the_family_image_defaults():
+    from probpath.cli import build_parser, merge_config
+    from probpath.models import CNF, FlowMatching
+
+    def merged(*extra):
+        return merge_config(build_parser().parse_args(["train", "--out", "r", *extra])).train
+
+    vectors, images = FlowMatching.train_defaults, FlowMatching.image_train_defaults
+    assert merged("--model", "fm", "--data", "moons").steps == vectors["steps"]
+    assert merged("--model", "fm", "--data", "digits").steps == images["steps"] != vectors["steps"]
+    assert merged("--model", "cnf", "--data", "digits").batch_size == 64
+    assert CNF.image_train_defaults["batch_size"] == 64
+    assert merged("--model", "fm", "--data", "digits", "--steps", "7").steps == 7
+
+
 def test_config_file_and_flags_combine_flags_win(tmp_path):
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(
