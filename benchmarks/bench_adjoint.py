@@ -260,7 +260,9 @@ def main() -> None:
             f"peak RSS growth {name}: "
             + ", ".join(f"{m}x {v / 1024:.0f} MiB" for m, v in row.items())
         )
-    print(f"\nwrote {write_results('adjoint', results)}")
+    # --quick (a smoke test) must not overwrite the real results
+    name = "adjoint_quick" if args.quick else "adjoint"
+    print(f"\nwrote {write_results(name, results)}")
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def main() -> None:
             f"{row['train_hutchinson_s'] * 1e3:6.2f} ms = {row['train_ratio']:5.2f}x",
             flush=True,
         )
-    path = write_results(
-        "cnf_trace", {"env": env, "batch": args.batch, "repeats": repeats, "rows": rows}
+    path = write_results(  # --quick (a smoke test) must not overwrite the real results
+        "cnf_trace_quick" if args.quick else "cnf_trace",
+        {"env": env, "batch": args.batch, "repeats": repeats, "rows": rows},
     )
     print(f"wrote {path}")
 

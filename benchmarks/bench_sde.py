@@ -163,8 +163,9 @@ def main() -> None:
         print(
             f"{r['d']:2d}  {r['estimator']:24s} {1e3 * r['train_s']:8.2f}  {1e3 * r['eval_s']:8.2f}"
         )
-    path = write_results(
-        "sde", {"env": env, "quick": args.quick, "sde": sde_rows, "divergence": div_rows}
+    path = write_results(  # --quick (a smoke test) must not overwrite the real results
+        "sde_quick" if args.quick else "sde",
+        {"env": env, "quick": args.quick, "sde": sde_rows, "divergence": div_rows},
     )
     print(f"wrote {path}")
 
