@@ -25,7 +25,7 @@ classifier-free-guided samples): ``results/images_sweep_DATA.json``.
         --judge runs/bench_images/mnist5k/judge --nfes 10 20 50 --scales 1 2 3
 
 ``--nfe-vs RUN`` counts the network evaluations of the PF-ODE likelihood of ``--n`` test
-images (one dequantization draw, Hutchinson's trace with one Gaussian probe, dopri5 at
+images (one dequantization draw, Hutchinson's trace with one Rademacher probe, dopri5 at
 rtol = atol = 1e-5) by probpath's ``log_prob`` and by an FFJORD-style torchdiffeq solve of
 the same field (the state (x, ∫ div), the divergence by one vector-Jacobian product
 with a probe fixed per solve): ``results/images_nfe_DATA.json``.
@@ -126,7 +126,7 @@ def nfe_vs_torchdiffeq(a: argparse.Namespace) -> dict[str, Any]:
     d, log_det = z[0].numel(), run.space.dequantizer.log_det(z)  # type: ignore[union-attr]
     with count_nfe(model) as ours, torch.no_grad():
         lp = model.log_prob(z, trace="hutchinson", generator=gen)
-    probe = torch.randn(z.shape, generator=gen)
+    probe = torch.randint(0, 2, z.shape, generator=gen).to(z.dtype) * 2 - 1  # Rademacher, as ours
     calls = [0]
 
     def augmented(
