@@ -77,6 +77,23 @@ FULL = (
     Run("bench_ebm_langevin"),
     Run("bench_defaults", (*CURVE, "--dims", "2", "--name", "defaults_d2")),
     Run("bench_defaults", (*CURVE, "--dims", "5", "--name", "defaults_d5")),
+    Run("bench_images", ("--data", "digits", "--threads", "1")),
+    Run(
+        "bench_images",
+        (
+            "--data",
+            "mnist5k",
+            "--families",
+            "fm",
+            "--threads",
+            "1",
+            "--flags",
+            "--conditional --steps 1000",
+            "--eval-n",
+            "200",
+        ),
+    ),
+    Run("bench_images", ("--nfe-vs", "runs/bench_images/digits/fm", "--n", "64", "--threads", "1")),
     Run("gpu_check", out="benchmarks/results/gpu_check.json", cuda=True),
 )
 
