@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from probpath._batch import check_state
-from probpath._schedules import ScheduleOutput, evaluate, pad_like
+from probpath._schedules import ScheduleOutput, evaluate
+from probpath._time import pad_like
 from probpath.data.image_set import level_width
 from probpath.likelihood import gaussian_kl, gaussian_log_prob
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
