@@ -9,10 +9,10 @@ import torch
 from torch import Tensor
 
 from probpath._batch import check_state
+from probpath._gaussian import gaussian_kl, gaussian_log_prob
 from probpath._schedules import ScheduleOutput, evaluate
 from probpath._time import pad_like
 from probpath.data.image_set import level_width
-from probpath.likelihood import gaussian_kl, gaussian_log_prob
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.parametrize import eps_to_x0
 from probpath.paths import DiscreteSchedule
