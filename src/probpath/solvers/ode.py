@@ -157,6 +157,16 @@ def _solve_adaptive(
     return layout.stack(outs)
 
 
+def _first_call(
+    func: Callable[[Tensor, Any], Any], t0: float, y0: State, layout: Layout
+) -> tuple[Func, Tensor]:
+    """``func`` on flat states and its flat value at ``(t0, y0)``, the first stage of every
+    method; the output is checked against ``y0`` here, once, not per step."""
+    out0 = func(torch.scalar_tensor(t0, dtype=layout.dtype, device=layout.device), y0)
+    cast = layout.check_output(out0)
+    return layout.wrap(func, cast), layout.flatten(out0).to(layout.dtype)
+
+
 def odeint(
     func: Callable[[Tensor, Any], Any],
     y0: State,
@@ -233,9 +243,7 @@ def odeint(
     flat = layout.flatten(y0)
     if len(ts) == 1:
         return layout.stack([flat])
-    out0 = func(torch.scalar_tensor(ts[0], dtype=layout.dtype, device=layout.device), y0)
-    cast = layout.check_output(out0)  # once, not per step
-    f, k0 = layout.wrap(func, cast), layout.flatten(out0).to(layout.dtype)
+    f, k0 = _first_call(func, ts[0], y0, layout)
     if tab.error_order:
         return _solve_adaptive(f, tab, flat, k0, ts, rtol, atol, opts, stats, layout)
     return solve_fixed(f, tab, flat, k0, ts, opts, stats, layout)
