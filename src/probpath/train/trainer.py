@@ -14,7 +14,7 @@ from ._feed import NonFiniteLossError
 from ._loop import HeldOut, check_inputs
 from ._training_loop import TrainingLoop, TrainResult
 from .config import TrainConfig
-from .distributed import setup, teardown
+from .distributed import DistInfo, setup, teardown
 from .evaluate import default_evaluate
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
@@ -91,14 +91,9 @@ def train(
         (300, True)
     """
     check_inputs(data, labels, eval_data, eval_labels, integer=transform is not None)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
+    params = _trainable_parameters(model)
     info = setup(params[0].device)
-    eval_args = tuple(a for a in (eval_data, eval_labels) if a is not None)
-    held_out = HeldOut(
-        evaluate or default_evaluate, eval_args, config, progress and info.is_main, info
-    )
+    held_out = _held_out(evaluate, eval_data, eval_labels, config, progress and info.is_main, info)
     try:
         loop = TrainingLoop(
             model, params, config, Path(run_dir), info, resume, extra_state, held_out, transform
@@ -109,3 +104,24 @@ def train(
         return result
     finally:
         teardown(info)
+
+
+def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    return params
+
+
+def _held_out(
+    evaluate: Evaluate | None,
+    eval_data: Tensor | None,
+    eval_labels: Tensor | None,
+    config: TrainConfig,
+    show: bool,
+    info: DistInfo,
+) -> HeldOut:
+    """The held-out evaluations of the run: ``evaluate`` (default: the held-out NLL) on
+    ``eval_data`` and, when given, ``eval_labels``."""
+    eval_args = tuple(a for a in (eval_data, eval_labels) if a is not None)
+    return HeldOut(evaluate or default_evaluate, eval_args, config, show, info)
