@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 import probpath
-import probpath._schedules
+import probpath._time
 import probpath.models._predictions
 import probpath.nets.mlp
 import probpath.parametrize
@@ -147,7 +147,7 @@ def overhead(width: int, n: int, other: ModuleType | None, repeats: int) -> dict
 
 def tricks(width: int, n: int, repeats: int) -> dict[str, Any]:
     """``shared_time`` switched off at each of its uses, against on."""
-    shared = probpath._schedules.shared_time
+    shared = probpath._time.shared_time
     sites = {  # the modules whose shared_time is switched off
         "mlp": [probpath.nets.mlp],
         "conversions": [probpath.parametrize, probpath.models._predictions],

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from probpath._schedules import ScheduleOutput, evaluate, interpolate, shared_time
+from probpath._schedules import ScheduleOutput, evaluate, interpolate
+from probpath._time import shared_time
 from probpath.paths import (
     CondOTSchedule,
     DiscreteSchedule,

@@ -27,8 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from probpath._gaussian import gaussian_log_prob
 from probpath._schedules import ScheduleOutput
-from probpath.likelihood import gaussian_log_prob
 
 __all__ = ["Gaussian", "GaussianMixture"]
 

@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import evaluate, shared_time
+from probpath._schedules import evaluate
+from probpath._time import shared_time
 from probpath.models import DiffusionModel, NoisyClassifier
 from probpath.models._sampling import SamplerDispatch, SamplerEntry
 from probpath.models.diffusion import PathPredictions, PathSampling

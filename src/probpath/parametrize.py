@@ -40,7 +40,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from probpath._schedules import ScheduleOutput, evaluate, pad_like, shared_time
+from probpath._schedules import ScheduleOutput, evaluate
+from probpath._time import pad_like, shared_time
 
 __all__ = [
     "Kind",

@@ -23,8 +23,8 @@ from probpath._schedules import (
     VPCosineSchedule,
     VPSchedule,
     _ClosedForm,
-    as_time,
 )
+from probpath._time import as_time
 
 __all__ = [
     "CondOTSchedule",

@@ -38,8 +38,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from probpath._schedules import evaluate, pad_like
-from probpath.likelihood import gaussian_log_prob
+from probpath._gaussian import gaussian_log_prob
+from probpath._schedules import evaluate
+from probpath._time import pad_like
 from probpath.paths import Schedule, ScheduleOutput, SubVPSchedule, VESchedule, VPSchedule
 
 __all__ = [

@@ -9,10 +9,11 @@ import torch
 from torch import Tensor
 
 from probpath._batch import check_state
-from probpath._schedules import ScheduleOutput, evaluate, pad_like
-from probpath.data.image_set import level_width
-from probpath.likelihood import gaussian_kl, gaussian_log_prob
+from probpath._gaussian import gaussian_kl, gaussian_log_prob
+from probpath._schedules import ScheduleOutput, evaluate
+from probpath._time import pad_like
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
+from probpath.losses._discretized import check_grid, discretized_gaussian_log_prob
 from probpath.parametrize import eps_to_x0
 from probpath.paths import DiscreteSchedule
 
@@ -190,14 +191,6 @@ def _kl_terms(
     }
 
 
-def _log_normal_bin(lo: Tensor, hi: Tensor) -> Tensor:
-    """log(Phi(hi) - Phi(lo)) for standardised edges lo < hi, stable in both tails."""
-    flip = lo > 0  # upper tail: Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi)
-    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
-    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
-    return log_b + torch.log(-torch.expm1((log_a - log_b).clamp(max=0.0)))
-
-
 def ddpm_decoder_nll(
     eps_model: Callable[[Tensor, Tensor], Tensor],
     x0: Tensor,
@@ -238,7 +231,7 @@ def ddpm_decoder_nll(
     if decoder not in ("gaussian", "discretized"):
         raise ValueError(f"decoder must be 'gaussian' or 'discretized', got {decoder!r}")
     if decoder == "discretized":
-        _check_grid(x0, levels)
+        check_grid(x0, levels)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     one = torch.ones(x0.shape[0], dtype=torch.long)
@@ -248,38 +241,6 @@ def ddpm_decoder_nll(
     if decoder == "gaussian":
         return -gaussian_log_prob(x0, mu, beta1)
     return -discretized_gaussian_log_prob(x0, mu, beta1.sqrt(), levels)
-
-
-def _check_grid(x: Tensor, levels: int) -> None:
-    """Raise unless ``x`` lies on the K-level grid of :func:`probpath.data.to_centered`."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels (grey levels K) must be an int >= 2, got {levels!r}")
-    k = (x + 1.0) / level_width(levels)  # the grey level, an integer on the grid
-    on_grid = ((k - k.round()).abs() <= 1e-3) & (k.round() >= 0) & (k.round() <= levels - 1)
-    if not bool(on_grid.all()):
-        raise ValueError(
-            f"the discretized decoder scores data on the grid of K = {levels} grey levels, "
-            "2 k / (K - 1) - 1 (probpath.data.to_centered); got values off it: give the "
-            "pixels themselves (not dequantized) and the data's number of levels"
-        )
-
-
-def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor, levels: int) -> Tensor:
-    r"""log P(x) of the Gaussian :math:`\mathcal N(\text{mean}, \text{std}^2 I)` discretized
-    to the K = ``levels`` grid points ``x`` of [-1, 1]: per coordinate the mass of the bin
-    :math:`[x - w/2, x + w/2]`, :math:`w = 2/(K-1)`, the bins of -1 and 1 reaching to
-    :math:`\mp\infty`; summed over the non-batch dimensions, shape (batch,).
-
-    Example:
-        >>> grid = torch.linspace(-1, 1, 5)[:, None]  # every level of K = 5 in one batch
-        >>> p = discretized_gaussian_log_prob(grid, torch.tensor(0.3), torch.tensor(0.4), 5)
-        >>> round(p.exp().sum().item(), 6)  # the bins cover the line
-        1.0
-    """
-    half = level_width(levels) / 2
-    lo = torch.where(x <= -1 + half / 2, -torch.inf, (x - half - mean) / std)
-    hi = torch.where(x >= 1 - half / 2, torch.inf, (x + half - mean) / std)
-    return _log_normal_bin(lo, hi).reshape(x.shape[0], -1).sum(1)
 
 
 def ddpm_nll_bound(

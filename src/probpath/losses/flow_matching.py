@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from probpath._batch import check_state
-from probpath._schedules import as_time, interpolate
+from probpath._schedules import interpolate
+from probpath._time import as_time
 from probpath.losses._common import Reduction, _check_out, _reduce, _sqnorm
 from probpath.paths import GaussianPath
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from probpath import likelihood
-from probpath._schedules import evaluate, pad_like, shared_time
+from probpath._schedules import evaluate
+from probpath._time import pad_like, shared_time
 from probpath.models._shape import check_batch, resolve_trace
 from probpath.parametrize import coefficients, convert_model
 from probpath.paths import Schedule

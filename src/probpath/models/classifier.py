@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import evaluate, pad_like, shared_time
+from probpath._schedules import evaluate
+from probpath._time import pad_like, shared_time
 from probpath.models._shape import NetSpec, check_batch, data_shape, family_net
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import default_time_range

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import shared_time
+from probpath._time import shared_time
 from probpath.nets.embedding import broadcast_time, check_labels, sinusoidal_embedding
 
 __all__ = [

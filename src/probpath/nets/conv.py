@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probpath._schedules import shared_time
+from probpath._time import shared_time
 from probpath.nets._blocks import check_image
 from probpath.nets.embedding import broadcast_time
 from probpath.nets.mlp import ACTIVATIONS

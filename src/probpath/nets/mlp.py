@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from probpath._schedules import shared_time
+from probpath._time import shared_time
 from probpath.nets.embedding import broadcast_time, check_labels, sinusoidal_embedding
 
 __all__ = ["ACTIVATIONS", "MLP"]

@@ -21,6 +21,8 @@ data prediction from the previous step, one NFE a step. The step grid is uniform
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -65,6 +67,43 @@ def _step(x: Tensor, c_x: float, terms: list[tuple[float, Tensor]]) -> Tensor:
     for c, v in terms:
         out = out.add_(v, alpha=-c)
     return out
+
+
+class _Singlestep(NamedTuple):
+    """The coefficients of every step of singlestep DPM-Solver (host floats, computed once):
+    ``alpha_t / alpha_s`` and ``sigma_t (e^h - 1)``; per intermediate fraction r of h, the
+    times ``s_r``, ``alpha_{s_r} / alpha_s`` and ``sigma_{s_r} (e^{rh} - 1)``; at order 3, the
+    weights of D_1 in u_2 and of D_2 in x_t (empty below order 3)."""
+
+    a_ratio: list[float]
+    phi: list[float]
+    mid_t: list[list[Tensor]]
+    mid_x: list[list[float]]
+    mid_e: list[list[float]]
+    c_u2: list[float]
+    c_d2: list[float]
+
+
+def _singlestep(schedule: Schedule, ts: Tensor, order: int) -> _Singlestep:
+    """:class:`_Singlestep` of DPM-Solver-``order`` on the decreasing grid ``ts``."""
+    alpha, sigma, lam = _alpha_sigma_lambda(schedule, ts)
+    h = lam[1:] - lam[:-1]
+    fractions = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[order]
+    mid_t, mid_x, mid_e = [], [], []
+    for r in fractions:
+        t_r = _times_at_log_ratio(schedule, -(lam[:-1] + r * h), float(ts[-1]), float(ts[0]))
+        a_r, s_r, _ = _alpha_sigma_lambda(schedule, t_r)
+        mid_t.append(list(t_r.to(ts).unbind()))
+        mid_x.append((a_r / alpha[:-1]).tolist())
+        mid_e.append((s_r * torch.expm1(r * h)).tolist())
+    c_u2: list[float] = []
+    c_d2: list[float] = []
+    if order == 3:  # s_r is sigma at s_{r2}
+        r1, r2 = fractions
+        c_u2 = (s_r * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1)).tolist()
+        c_d2 = (sigma[1:] / r2 * (torch.expm1(h) / h - 1)).tolist()
+    a_ratio, phi = (alpha[1:] / alpha[:-1]).tolist(), (sigma[1:] * torch.expm1(h)).tolist()
+    return _Singlestep(a_ratio, phi, mid_t, mid_x, mid_e, c_u2, c_d2)
 
 
 def dpm_solver(
@@ -121,21 +160,7 @@ def dpm_solver(
     ts = decreasing_grid(ts, x)
     if order not in (1, 2, 3):
         raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
-    alpha, sigma, lam = _alpha_sigma_lambda(schedule, ts)
-    h = lam[1:] - lam[:-1]
-    a_ratio, phi = (alpha[1:] / alpha[:-1]).tolist(), (sigma[1:] * torch.expm1(h)).tolist()
-    fractions = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}[order]
-    mid_t, mid_x, mid_e = [], [], []  # per fraction r: times s_r, alpha ratio, sigma (e^rh - 1)
-    for r in fractions:
-        t_r = _times_at_log_ratio(schedule, -(lam[:-1] + r * h), float(ts[-1]), float(ts[0]))
-        a_r, s_r, _ = _alpha_sigma_lambda(schedule, t_r)
-        mid_t.append(list(t_r.to(ts).unbind()))
-        mid_x.append((a_r / alpha[:-1]).tolist())
-        mid_e.append((s_r * torch.expm1(r * h)).tolist())
-    if order == 3:  # the D_1 term of u_2 and the D_2 term of x_t; s_r is sigma at s_{r2}
-        r1, r2 = fractions
-        c_u2 = (s_r * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1)).tolist()
-        c_d2 = (sigma[1:] / r2 * (torch.expm1(h) / h - 1)).tolist()
+    a_ratio, phi, mid_t, mid_x, mid_e, c_u2, c_d2 = _singlestep(schedule, ts, order)
     for k in range(len(ts) - 1):
         e0 = call_model(model, x, ts[k])
         if order == 1:

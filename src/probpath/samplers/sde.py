@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from probpath._schedules import as_time
+from probpath._time import as_time
 from probpath.paths import Schedule
 from probpath.samplers._common import (
     Callback,

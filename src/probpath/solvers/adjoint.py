@@ -14,52 +14,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._checks import Layout, State
-from ._norms import make_norm, rms_norm
-from ._tableaus import ADAPTIVE
+from ._adjoint_problem import (
+    AdjointProblem,
+    backward_solve,
+    params_to_differentiate,
+    state_parts,
+)
+from ._checks import State
 from .ode import SolverStats, odeint
 
 __all__ = ["odeint_adjoint"]
-
-Norm = Callable[[Tensor], Any]  # flat scaled error -> 0-dim tensor or float
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """Everything the backward pass needs that is not a tensor."""
-
-    func: Callable[..., Any]
-    is_tuple: bool
-    shapes: tuple[torch.Size, ...]  # of the state's parts (one part for a tensor state)
-    param_shapes: tuple[torch.Size, ...]
-    stats: SolverStats | None  # the user's counters of the forward solve
-    forward: dict[str, Any]  # keyword arguments of the forward odeint (without stats)
-    backward: dict[str, Any]  # keyword arguments of each backward odeint
-    guess_first_step: bool  # adaptive backward solve without a user-given first_step
-
-    def unflatten(self, z: Tensor) -> State:
-        if not self.is_tuple:
-            return z.view(self.shapes[0])
-        return tuple(p.view(s) for p, s in zip(z.split(self.sizes), self.shapes, strict=True))
-
-    def flatten(self, y: State) -> Tensor:
-        if isinstance(y, Tensor):
-            return y.reshape(-1)
-        return torch.cat([part.reshape(-1) for part in y])
-
-    @property
-    def sizes(self) -> list[int]:
-        return [s.numel() for s in self.shapes]
-
-    @property
-    def param_sizes(self) -> list[int]:
-        return [s.numel() for s in self.param_shapes]
 
 
 class _AugmentedDynamics:
@@ -69,7 +38,9 @@ class _AugmentedDynamics:
     three vector-Jacobian products; one ``torch.cat`` writes them into a flat tensor.
     """
 
-    def __init__(self, problem: _Problem, params: tuple[Tensor, ...], time_grad: bool) -> None:
+    def __init__(
+        self, problem: AdjointProblem, params: tuple[Tensor, ...], time_grad: bool
+    ) -> None:
         self.func, self.flatten, self.unflatten = problem.func, problem.flatten, problem.unflatten
         self.params, self.time_grad = params, time_grad
         self.dim = sum(problem.sizes)
@@ -94,7 +65,7 @@ class _OdeintAdjoint(torch.autograd.Function):
     """Forward: solve under ``no_grad`` and save only the outputs. Backward: the adjoint ODE."""
 
     @staticmethod
-    def forward(ctx: Any, problem: _Problem, *inputs: Tensor) -> Any:
+    def forward(ctx: Any, problem: AdjointProblem, *inputs: Tensor) -> Any:
         n_state = len(problem.shapes)
         t, y0, params = inputs[0], inputs[1 : 1 + n_state], inputs[1 + n_state :]
         counts = SolverStats()
@@ -116,7 +87,7 @@ class _OdeintAdjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grad_outs: Tensor) -> Any:
-        problem: _Problem = ctx.problem
+        problem: AdjointProblem = ctx.problem
         t, *saved = ctx.saved_tensors
         n_state = len(grad_outs)
         outs, params = saved[:n_state], tuple(saved[n_state:])
@@ -154,53 +125,6 @@ class _OdeintAdjoint(torch.autograd.Function):
             )
         )
         return (None, t_grads, *grad_state, *grad_params)
-
-
-def _largest(norms: list[Any]) -> Any:
-    if all(isinstance(n, Tensor) for n in norms):
-        return torch.stack(norms).max()
-    return max(float(n) for n in norms)
-
-
-def _adjoint_norm(choice: Any, forward_norm: Any, problem: _Problem, y0: State) -> Norm:
-    """Error norm of the backward solve of the flat ``[z, a_z, a_θ, a_t]``."""
-    d, sizes = sum(problem.sizes), list(problem.param_sizes)
-    n_p = sum(sizes)
-    if callable(forward_norm):
-        state_norm: Norm = lambda r: forward_norm(problem.unflatten(r))  # noqa: E731
-    elif forward_norm == "rms":  # the default: tensor-valued, one host sync per step
-        state_norm = lambda r: rms_norm(problem.unflatten(r))  # noqa: E731
-    else:
-        state_norm = make_norm(forward_norm, Layout.of(y0))
-
-    def seminorm(r: Tensor) -> Any:
-        # Kidger et al. (2021): a_θ and a_t are integrals that never feed back into the
-        # dynamics, so their error need not limit the step size.
-        return _largest([state_norm(r[:d]), state_norm(r[d : 2 * d])])
-
-    def full(r: Tensor) -> Any:
-        parts = r[2 * d : 2 * d + n_p].split(sizes)
-        rms = [torch.linalg.vector_norm(p) / math.sqrt(p.numel()) for p in parts]
-        return _largest([seminorm(r), r[-1].abs(), *rms])
-
-    def custom(r: Tensor) -> Any:
-        z, a_z = problem.unflatten(r[:d]), problem.unflatten(r[d : 2 * d])
-        pieces = r[2 * d : 2 * d + n_p].split(sizes)
-        a_params = [p.view(s) for p, s in zip(pieces, problem.param_shapes, strict=True)]
-        z_parts, a_parts = (z, a_z) if problem.is_tuple else ((z,), (a_z,))
-        return choice((r[-1], *z_parts, *a_parts, *a_params))
-
-    if choice is None:
-        return full
-    if isinstance(choice, str) and choice == "seminorm":
-        return seminorm
-    if callable(choice):
-        return custom
-    raise ValueError(
-        "adjoint_options['norm'] must be 'seminorm' (Kidger et al. 2021: ignore the parameter "
-        "and time adjoints when choosing steps), a callable taking (a_t, *z, *a_z, *a_params) "
-        f"and returning a 0-dim tensor, or left out for a norm over every channel; got {choice!r}"
-    )
 
 
 def odeint_adjoint(
@@ -263,61 +187,13 @@ def odeint_adjoint(
         >>> y0.grad.shape, field.weight.grad.shape
         (torch.Size([2]), torch.Size([2, 2]))
     """
-    if isinstance(y0, Tensor):
-        parts: tuple[Tensor, ...] = (y0,)
-    elif isinstance(y0, tuple) and y0 and all(isinstance(p, Tensor) for p in y0):
-        parts = y0
-    else:
-        raise TypeError(f"y0 must be a tensor or a non-empty tuple of tensors, got {type(y0)}")
-    if adjoint_params is None:
-        if not isinstance(func, nn.Module):
-            raise ValueError(
-                "odeint_adjoint cannot see the tensors a plain function closes over, so it "
-                "cannot return their gradients: pass them as adjoint_params=(w, b, ...), "
-                "or adjoint_params=() if func uses none, or make func an nn.Module"
-            )
-        adjoint_params = func.parameters()
-    all_params = tuple(adjoint_params)
-    if not all(isinstance(p, Tensor) for p in all_params):
-        raise TypeError("adjoint_params must be an iterable of tensors")
-    params = tuple(p for p in all_params if p.requires_grad)
-    for name, opts in (("options", options), ("adjoint_options", adjoint_options)):
-        if opts is not None and not isinstance(opts, Mapping):
-            raise TypeError(f"{name} must be a dict or None, got {type(opts).__name__}")
-    if adjoint_method is None:
-        adjoint_method = method
-    elif adjoint_method != method and options and adjoint_options is None:
-        raise ValueError(
-            "adjoint_method differs from method, so the forward options cannot be reused for "
-            "the backward solve: pass adjoint_options as well (e.g. adjoint_options={})"
-        )
-    forward_options = dict(options or {})
-    backward_options = (
-        {k: v for k, v in forward_options.items() if k != "norm"}
-        if adjoint_options is None
-        else dict(adjoint_options)
+    parts = state_parts(y0)
+    params = params_to_differentiate(func, adjoint_params)
+    backward = backward_solve(
+        rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options
     )
-    backward = dict(
-        rtol=rtol if adjoint_rtol is None else adjoint_rtol,
-        atol=atol if adjoint_atol is None else adjoint_atol,
-        method=adjoint_method,
-        options=backward_options,
-        stats=adjoint_stats,  # SolverStats adds up over the backward solves
-    )
-    problem = _Problem(
-        func=func,
-        is_tuple=isinstance(y0, tuple),
-        shapes=tuple(p.shape for p in parts),
-        param_shapes=tuple(p.shape for p in params),
-        stats=stats,
-        forward=dict(rtol=rtol, atol=atol, method=method, options=options),
-        backward=backward,
-        guess_first_step=adjoint_method in ADAPTIVE and "first_step" not in backward_options,
-    )
-    if adjoint_method in ADAPTIVE or "norm" in backward_options:  # fixed grids take no norm
-        norm = _adjoint_norm(
-            backward_options.get("norm"), forward_options.get("norm", "rms"), problem, y0
-        )
-        backward_options["norm"] = norm
+    backward["stats"] = adjoint_stats  # SolverStats adds up over the backward solves
+    forward = dict(rtol=rtol, atol=atol, method=method, options=options)
+    problem = AdjointProblem.of(func, y0, params, stats=stats, forward=forward, backward=backward)
     outs = _OdeintAdjoint.apply(problem, t, *parts, *params)
     return tuple(outs) if problem.is_tuple else outs[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,7 +20,8 @@ from torch import Tensor
 from ._checks import Layout, State, check_method, check_options, check_t, check_tolerances
 from ._norms import make_norm
 from ._rk import Func, SolverError, SolverStats, combine, rk_stages, solve_fixed
-from ._tableaus import ButcherTableau
+from ._step_size import StepControl, check_step, first_step
+from ._tableaus import ButcherTableau, Terms
 
 __all__ = ["SolverError", "SolverStats", "odeint"]
 
@@ -29,92 +29,56 @@ MAX_NUM_STEPS = 100_000
 """Default ``options['max_num_steps']``: finite, so a stiff or singular problem fails
 with a message instead of hanging."""
 
-_KI, _KP = 1.0, 0.2
-"""PI controller gains in units of 1/k (k = ``error_order``): the integral gain 1/k is
-the classical controller (and torchdiffeq's); the small proportional gain damps step
-size oscillation (Söderlind 2002; Hairer & Wanner II, Sec. IV.2)."""
 
-
-def _initial_step(
-    f: Func,
-    y0: Tensor,
-    k0: Tensor,
-    t0: float,
-    direction: float,
-    span: float,
-    tab: ButcherTableau,
+def _error_norm(
+    ks: list[Tensor],
+    e_terms: Terms,
+    dt: float,
     rtol: float,
     atol: float,
+    ay: Tensor,
+    y_new: Tensor,
     norm: Callable[[Tensor], float],
-    tt: Callable[[float], Tensor],
-) -> float:
-    """Hairer, Nørsett & Wanner (1993), Sec. II.4, "Starting step size" (algorithm
-    HINIT): ``h0 = 0.01 ||y0|| / ||f0||``, refined by one Euler step so that
-    ``h^k max(||f0||, ||f'||) = 0.01``. Costs one evaluation of ``func``."""
-    with torch.no_grad():
-        scale = y0.abs().mul_(rtol).add_(atol)
-        d0, d1 = norm(y0 / scale), norm(k0 / scale)
-        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
-        h0 = min(h0, span)  # never evaluate func outside the span of t
-        y1 = torch.add(y0, k0, alpha=direction * h0)
-    k1 = f(tt(t0 + direction * h0), y1)
-    with torch.no_grad():
-        d2 = norm((k1 - k0) / scale) / h0
-    dmax = max(d1, d2)
-    if not math.isfinite(dmax):
-        h1 = h0
-    elif dmax <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / dmax) ** (1.0 / tab.error_order)
-    return min(100 * h0, h1)
+) -> tuple[float, Tensor]:
+    """``norm(r)`` of the scaled error ``r = err / (atol + rtol max(|y_n|, |y_{n+1}|))``, with
+    ``err = h sum_i (b_i - b̂_i) k_i``, and ``|y_{n+1}|`` (the next step's ``|y_n|``)."""
+    # r = err / (atol + rtol m) = (err / rtol) / (m + atol / rtol): two ops fewer
+    err = torch.mul(ks[e_terms[0][0]], e_terms[0][1] * dt / rtol)
+    err = combine(err, ks, e_terms[1:], dt / rtol)
+    ay_new = y_new.abs()
+    return norm(err.div_(torch.maximum(ay, ay_new).add_(atol / rtol))), ay_new
 
 
-@dataclass(frozen=True)
-class _StepControl:
-    """The step-size rule of an adaptive method: a PI controller on the error norm r
-    (``r <= 1`` accepts), clipped to ``[dfactor, ifactor]`` times the last step."""
-
-    order: float
-    safety: float
-    ifactor: float
-    dfactor: float
-
-    @classmethod
-    def of(cls, tab: ButcherTableau, opts: Mapping[str, Any]) -> _StepControl:
-        return cls(
-            tab.error_order,
-            float(opts.get("safety", 0.9)),
-            float(opts.get("ifactor", 10.0)),
-            float(opts.get("dfactor", 0.2)),
-        )
-
-    def after_accept(self, err_norm: float, prev_err: float) -> float:
-        """Growth factor ``safety r^-(KI+KP)/k r_prev^(KP/k)`` in ``[1, ifactor]``."""
-        if err_norm == 0:
-            return self.ifactor
-        grow = self.safety * err_norm ** (-(_KI + _KP) / self.order)
-        return min(self.ifactor, max(1.0, grow * prev_err ** (_KP / self.order)))
-
-    def after_reject(self, err_norm: float) -> float:
-        """Shrink factor ``safety r^(-1/k)``, at least ``dfactor``."""
-        return max(self.dfactor, self.safety * err_norm ** (-1.0 / self.order))
-
-
-def _check_step(dt: float, t: float, t_end: float, eps: float, nonfinite: bool) -> None:
-    """Raise when the step has underflowed (relative to t): the solve cannot progress."""
-    if abs(dt) > 4 * eps * max(abs(t), abs(t_end), 1e-300):
-        return
-    if nonfinite:
+def _check_budget(n_steps: int, max_steps: int, t: float, t_end: float) -> None:
+    if n_steps >= max_steps:
         raise SolverError(
-            f"func(t, y) is not finite (nan or inf) just after t={t:g}, however small "
-            "the step; check func (and its inputs) there"
+            f"reached max_num_steps={max_steps} at t={t:g} before t={t_end:g}; the "
+            "problem may be stiff or the tolerances too tight: loosen rtol/atol, or "
+            "raise options['max_num_steps']"
         )
-    raise SolverError(
-        f"step size underflow at t={t:g} (step {abs(dt):.3g}): the solution may "
-        "blow up near this time, or the problem is stiff; check func there, "
-        "loosen rtol/atol, or use a fixed-grid method"
-    )
+
+
+def _check_finite_state(y: Tensor, k: Tensor, t: float) -> None:
+    """Raise when a non-finite error norm comes from the state or ``func`` at ``t`` itself
+    (a smaller step cannot help), not from the step's later stages."""
+    if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(k).all())):
+        raise SolverError(
+            f"the state or func(t, y) is not finite (nan or inf) at t={t:g}; func may blow up there"
+        )
+
+
+def _dense_output(
+    dense: Callable[[float], tuple[float, ...]],
+    y: Tensor,
+    ks: list[Tensor],
+    t: float,
+    dt: float,
+    s: float,
+) -> Tensor:
+    """``y`` at a time ``s`` inside the accepted step from ``t`` by ``dt``, from the method's
+    continuous extension ``y + dt sum_i w_i(theta) k_i``, ``theta = (s - t) / dt``."""
+    w = dense((s - t) / dt)
+    return combine(y, ks, [(j, x) for j, x in enumerate(w) if x != 0.0], dt)
 
 
 def _solve_adaptive(
@@ -129,6 +93,8 @@ def _solve_adaptive(
     stats: SolverStats | None,
     layout: Layout,
 ) -> State:
+    """Adaptive steps from ``ts[0]`` to ``ts[-1]`` (accepted when the error norm is <= 1,
+    sized by :class:`StepControl`); the outputs between steps come from dense output."""
     dtype, device = layout.dtype, layout.device
 
     def tt(t: float) -> Tensor:
@@ -136,7 +102,7 @@ def _solve_adaptive(
 
     norm = make_norm(opts.get("norm", "rms"), layout)
     max_steps = opts.get("max_num_steps", MAX_NUM_STEPS)
-    control = _StepControl.of(tab, opts)
+    control = StepControl.of(tab, opts)
     a_terms, e_terms, c1, dense = tab.a_terms, tab.e_terms, tab.c[1:], tab.dense
     # error control is never differentiated; skip the context switch when grad is off
     no_grad = torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
@@ -144,45 +110,27 @@ def _solve_adaptive(
 
     t0, t_end = ts[0], ts[-1]
     direction = 1.0 if t_end > t0 else -1.0
-    y, nfe = y0, 1
-    if opts.get("first_step") is not None:
-        h = float(opts["first_step"])
-    else:
-        span = abs(t_end - t0)
-        h = _initial_step(f, y0, k0, t0, direction, span, tab, rtol, atol, norm, tt)
-        nfe += 1
+    h, nfe = first_step(f, y0, k0, t0, t_end, tab, rtol, atol, norm, tt, opts)
+    y, nfe = y0, nfe + 1
     with torch.no_grad():
         ay = y.abs()
     t, prev_err, n_acc, n_rej, i_out, outs = t0, 1.0, 0, 0, 1, [y0]
     eps, nonfinite = torch.finfo(dtype).eps, False
     try:
         while i_out < len(ts):
-            if n_acc + n_rej >= max_steps:
-                raise SolverError(
-                    f"reached max_num_steps={max_steps} at t={t:g} before t={t_end:g}; the "
-                    "problem may be stiff or the tolerances too tight: loosen rtol/atol, or "
-                    "raise options['max_num_steps']"
-                )
+            _check_budget(n_acc + n_rej, max_steps, t, t_end)
             dt = direction * h
             last = (t + dt - t_end) * direction >= 0
             if last:
                 dt = t_end - t
-            _check_step(dt, t, t_end, eps, nonfinite)
+            check_step(dt, t, t_end, eps, nonfinite)
             t_new = t_end if last else t + dt
             ks, y_new = rk_stages(f, a_terms, [tt(t + ci * dt) for ci in c1], y, k0, dt)
             nfe += len(a_terms)
             with no_grad:
-                # r = err / (atol + rtol m) = (err / rtol) / (m + atol / rtol): two ops fewer
-                err = torch.mul(ks[e_terms[0][0]], e_terms[0][1] * dt / rtol)
-                err = combine(err, ks, e_terms[1:], dt / rtol)
-                ay_new = y_new.abs()
-                err_norm = norm(err.div_(torch.maximum(ay, ay_new).add_(atol / rtol)))
+                err_norm, ay_new = _error_norm(ks, e_terms, dt, rtol, atol, ay, y_new, norm)
             if not math.isfinite(err_norm):
-                if not (bool(torch.isfinite(y).all()) and bool(torch.isfinite(k0).all())):
-                    raise SolverError(
-                        f"the state or func(t, y) is not finite (nan or inf) at t={t:g}; "
-                        "func may blow up there"
-                    )
+                _check_finite_state(y, k0, t)
                 n_rej += 1
                 h, nonfinite = abs(dt) * control.dfactor, True
                 continue
@@ -191,9 +139,8 @@ def _solve_adaptive(
                 n_rej += 1
                 h = abs(dt) * control.after_reject(err_norm)
                 continue
-            while i_out < len(ts) and (ts[i_out] - t_new) * direction < 0:  # dense output
-                w = dense((ts[i_out] - t) / dt)
-                outs.append(combine(y, ks, [(j, x) for j, x in enumerate(w) if x != 0.0], dt))
+            while i_out < len(ts) and (ts[i_out] - t_new) * direction < 0:
+                outs.append(_dense_output(dense, y, ks, t, dt, ts[i_out]))
                 i_out += 1
             if i_out < len(ts) and ts[i_out] == t_new:
                 outs.append(y_new)
@@ -208,6 +155,16 @@ def _solve_adaptive(
             stats.n_accepted += n_acc
             stats.n_rejected += n_rej
     return layout.stack(outs)
+
+
+def _first_call(
+    func: Callable[[Tensor, Any], Any], t0: float, y0: State, layout: Layout
+) -> tuple[Func, Tensor]:
+    """``func`` on flat states and its flat value at ``(t0, y0)``, the first stage of every
+    method; the output is checked against ``y0`` here, once, not per step."""
+    out0 = func(torch.scalar_tensor(t0, dtype=layout.dtype, device=layout.device), y0)
+    cast = layout.check_output(out0)
+    return layout.wrap(func, cast), layout.flatten(out0).to(layout.dtype)
 
 
 def odeint(
@@ -286,9 +243,7 @@ def odeint(
     flat = layout.flatten(y0)
     if len(ts) == 1:
         return layout.stack([flat])
-    out0 = func(torch.scalar_tensor(ts[0], dtype=layout.dtype, device=layout.device), y0)
-    cast = layout.check_output(out0)  # once, not per step
-    f, k0 = layout.wrap(func, cast), layout.flatten(out0).to(layout.dtype)
+    f, k0 = _first_call(func, ts[0], y0, layout)
     if tab.error_order:
         return _solve_adaptive(f, tab, flat, k0, ts, rtol, atol, opts, stats, layout)
     return solve_fixed(f, tab, flat, k0, ts, opts, stats, layout)

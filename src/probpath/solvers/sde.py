@@ -222,24 +222,16 @@ def sdeint(
     noise_type = _noise_type(sde)
     grid = _check_args(y0, ts, dt, method, noise_type)
     starts, steps, ends = _step_grid(grid, float(dt))
-    if isinstance(bm, Tensor) and bm.shape[:1] != (len(steps),):
-        raise ValueError(
-            f"bm must be a tensor of {len(steps)} Brownian increments (n_steps, *noise_shape) "
-            f"for this ts and dt, got shape {tuple(bm.shape)}."
-        )
+    _check_increment_count(bm, len(steps))
     times = torch.tensor(starts, dtype=y0.dtype).to(y0.device).unbind(0)
-    out, y = [y0], y0
+    out, y, last_steps = [y0], y0, set(ends)
     noise: _Increments | None = None
-    end_iter = iter(ends)
-    next_end = next(end_iter, -1)
     for k, h in enumerate(steps):
         tk = times[k]
         drift, diff = sde.f(tk, y), sde.g(tk, y)
         if noise is None:
-            _check_call("f", drift, y, noise_type)
-            _check_call("g", diff, y, noise_type)
-            shape = _noise_shape(y, diff, noise_type)
-            noise = _Increments(y0, shape, [*starts, grid[-1]], bm, generator)
+            points = [*starts, grid[-1]]
+            noise = _first_increments(y, drift, diff, noise_type, points, bm, generator)
         dw = noise.at(k)
         euler = torch.add(y, drift, alpha=h)
         if noise_type == "diagonal":
@@ -247,15 +239,46 @@ def sdeint(
         else:
             y_next = euler + _noise_term(diff, dw, noise_type)
         if method == "milstein":
-            sq = math.sqrt(abs(h))
-            y_bar = euler + _noise_term(diff, sq, noise_type)
-            weight = (dw * dw - abs(h)) / (2 * sq)
-            y_next = y_next + _noise_term(sde.g(tk, y_bar) - diff, weight, noise_type)
+            y_next = y_next + _milstein_term(sde, tk, euler, diff, dw, h, noise_type)
         y = y_next
-        if k == next_end:
+        if k in last_steps:
             out.append(y)
-            next_end = next(end_iter, -1)
     return torch.stack(out)
+
+
+def _check_increment_count(bm: Tensor | BrownianIncrement | None, n_steps: int) -> None:
+    if isinstance(bm, Tensor) and bm.shape[:1] != (n_steps,):
+        raise ValueError(
+            f"bm must be a tensor of {n_steps} Brownian increments (n_steps, *noise_shape) "
+            f"for this ts and dt, got shape {tuple(bm.shape)}."
+        )
+
+
+def _first_increments(
+    y: Tensor,
+    drift: Tensor,
+    diff: Tensor,
+    noise_type: str,
+    points: list[float],
+    bm: Tensor | BrownianIncrement | None,
+    generator: torch.Generator | None,
+) -> _Increments:
+    """Check the first drift and diffusion against the state ``y``, then set up the Brownian
+    increments of the steps between ``points`` in the noise shape ``diff`` implies."""
+    _check_call("f", drift, y, noise_type)
+    _check_call("g", diff, y, noise_type)
+    return _Increments(y, _noise_shape(y, diff, noise_type), points, bm, generator)
+
+
+def _milstein_term(
+    sde: SDELike, t: Tensor, euler: Tensor, diff: Tensor, dw: Tensor, h: float, noise_type: str
+) -> Tensor:
+    """Derivative-free Milstein's ``(g(t, ȳ) - g) (ΔW² - |h|) / (2 √|h|)`` with
+    ``ȳ = y + f h + g √|h|`` (``euler = y + f h``; KP eq. 11.1.5)."""
+    sq = math.sqrt(abs(h))
+    y_bar = euler + _noise_term(diff, sq, noise_type)
+    weight = (dw * dw - abs(h)) / (2 * sq)
+    return _noise_term(sde.g(t, y_bar) - diff, weight, noise_type)
 
 
 class _Increments:

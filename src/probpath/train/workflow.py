@@ -16,13 +16,13 @@ import functools
 import inspect
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..data import Standardizer
 from .checkpoint import Checkpoint, list_checkpoints, load_checkpoint
@@ -31,7 +31,8 @@ from .distributed import local_device
 from .evaluate import default_evaluate
 from .rows import RunRows, load_rows
 from .run import LoadedRun, build_for, load_run, run_space
-from .trainer import TrainResult, train
+from .space import ModelSpace
+from .trainer import Evaluate, TrainResult, train
 
 __all__ = ["LIKE_KEYS", "FitResult", "config_like", "fit"]
 
@@ -150,6 +151,41 @@ def _build(config: RunConfig, rows: RunRows, labelled: bool) -> nn.Module:
     return build(config.model, **model_config)
 
 
+def _extra_state(
+    config: RunConfig,
+    rows: RunRows,
+    std: Standardizer | None,
+    labelled: bool,
+    like_run: LoadedRun | None,
+) -> dict[str, Any]:
+    """What the checkpoints keep besides the weights: the standardisation, the class names,
+    the model config (what ``check_weights`` compares ``config.json`` with), the data's kind
+    and shape, and the run a noisy classifier guides."""
+    extra: dict[str, Any] = {
+        "standardizer": std.to_dict() if std is not None else None,
+        "classes": list(rows.classes) if labelled else None,
+        "model_config": config.model_config,
+        "data": {"kind": rows.kind, "shape": list(rows.shape)},
+    }
+    if like_run is not None:
+        extra["like"] = str(like_run.run_dir)
+    return extra
+
+
+def _in_model_space(
+    space: ModelSpace, rows: RunRows
+) -> tuple[Tensor, Tensor, Evaluate, Callable[[Tensor, torch.Generator], Tensor] | None]:
+    """The training and held-out rows as the trainer takes them, with their evaluation and
+    the per-batch transform: continuous rows mapped to model space once and scored in data
+    space; discrete rows kept as integer levels, dequantized per batch, scored by the bound."""
+    if space.dequantizer is None:
+        data, (eval_data, log_det) = space.forward(rows.train)[0], space.forward(rows.eval)
+        evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
+        return data, eval_data, evaluate, None
+    evaluate = functools.partial(default_evaluate, space=space)
+    return rows.train, rows.eval, evaluate, space.dequantize
+
+
 def fit(
     config: RunConfig,
     run_dir: str | os.PathLike[str],
@@ -199,22 +235,8 @@ def fit(
             config.save(run_dir)
     model = model.to(local_device(device))
     space = run_space(config, rows.kind, std)
-    extra: dict[str, Any] = {
-        "standardizer": std.to_dict() if std is not None else None,
-        "classes": list(rows.classes) if labelled else None,
-        "model_config": config.model_config,  # what check_weights compares config.json with
-        "data": {"kind": rows.kind, "shape": list(rows.shape)},
-    }
-    if like_run is not None:
-        extra["like"] = str(like_run.run_dir)
-    if space.dequantizer is None:  # continuous rows: mapped once, scored in data space
-        data, (eval_data, log_det) = space.forward(rows.train)[0], space.forward(rows.eval)
-        evaluate = functools.partial(default_evaluate, log_det=float(log_det.mean()))
-        transform = None
-    else:  # discrete data: integer levels, dequantized per batch, scored by the bound
-        data, eval_data = rows.train, rows.eval
-        evaluate = functools.partial(default_evaluate, space=space)
-        transform = space.dequantize
+    extra = _extra_state(config, rows, std, labelled, like_run)
+    data, eval_data, evaluate, transform = _in_model_space(space, rows)
     t0 = time.perf_counter()
     result = train(
         model,
