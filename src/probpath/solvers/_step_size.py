@@ -15,7 +15,7 @@ from torch import Tensor
 from ._rk import Func, SolverError
 from ._tableaus import ButcherTableau
 
-__all__ = ["StepControl", "check_step", "first_step"]
+__all__ = ["StepControl", "check_step", "initial_step"]
 
 _KI, _KP = 1.0, 0.2
 """PI controller gains in units of 1/k (k = ``error_order``): the integral gain 1/k is
@@ -23,13 +23,12 @@ the classical controller (and torchdiffeq's); the small proportional gain damps 
 size oscillation (Söderlind 2002; Hairer & Wanner II, Sec. IV.2)."""
 
 
-def _initial_step(
+def initial_step(
     f: Func,
     y0: Tensor,
     k0: Tensor,
     t0: float,
-    direction: float,
-    span: float,
+    t_end: float,
     tab: ButcherTableau,
     rtol: float,
     atol: float,
@@ -38,7 +37,9 @@ def _initial_step(
 ) -> float:
     """Hairer, Nørsett & Wanner (1993), Sec. II.4, "Starting step size" (algorithm
     HINIT): ``h0 = 0.01 ||y0|| / ||f0||``, refined by one Euler step so that
-    ``h^k max(||f0||, ||f'||) = 0.01``. Costs one evaluation of ``func``."""
+    ``h^k max(||f0||, ||f'||) = 0.01``, from ``t0`` towards ``t_end``. Costs one evaluation
+    of ``func``."""
+    direction, span = (1.0 if t_end > t0 else -1.0), abs(t_end - t0)
     with torch.no_grad():
         scale = y0.abs().mul_(rtol).add_(atol)
         d0, d1 = norm(y0 / scale), norm(k0 / scale)
@@ -103,25 +104,3 @@ def check_step(dt: float, t: float, t_end: float, eps: float, nonfinite: bool) -
         "blow up near this time, or the problem is stiff; check func there, "
         "loosen rtol/atol, or use a fixed-grid method"
     )
-
-
-def first_step(
-    f: Func,
-    y0: Tensor,
-    k0: Tensor,
-    t0: float,
-    t_end: float,
-    tab: ButcherTableau,
-    rtol: float,
-    atol: float,
-    norm: Callable[[Tensor], float],
-    tt: Callable[[float], Tensor],
-    opts: Mapping[str, Any],
-) -> tuple[float, int]:
-    """The first step size: ``options['first_step']``, else :func:`_initial_step`; and the
-    evaluations of ``func`` it cost."""
-    if opts.get("first_step") is not None:
-        return float(opts["first_step"]), 0
-    direction = 1.0 if t_end > t0 else -1.0
-    span = abs(t_end - t0)
-    return _initial_step(f, y0, k0, t0, direction, span, tab, rtol, atol, norm, tt), 1

@@ -20,7 +20,7 @@ from torch import Tensor
 from ._checks import Layout, State, check_method, check_options, check_t, check_tolerances
 from ._norms import make_norm
 from ._rk import Func, SolverError, SolverStats, combine, rk_stages, solve_fixed
-from ._step_size import StepControl, check_step, first_step
+from ._step_size import StepControl, check_step, initial_step
 from ._tableaus import ButcherTableau, Terms
 
 __all__ = ["SolverError", "SolverStats", "odeint"]
@@ -110,8 +110,11 @@ def _solve_adaptive(
 
     t0, t_end = ts[0], ts[-1]
     direction = 1.0 if t_end > t0 else -1.0
-    h, nfe = first_step(f, y0, k0, t0, t_end, tab, rtol, atol, norm, tt, opts)
-    y, nfe = y0, nfe + 1
+    if opts.get("first_step") is not None:
+        h, nfe = float(opts["first_step"]), 1
+    else:
+        h, nfe = initial_step(f, y0, k0, t0, t_end, tab, rtol, atol, norm, tt), 2
+    y = y0
     with torch.no_grad():
         ay = y.abs()
     t, prev_err, n_acc, n_rej, i_out, outs = t0, 1.0, 0, 0, 1, [y0]
