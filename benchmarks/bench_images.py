@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import shutil
@@ -114,6 +113,7 @@ def nfe_vs_torchdiffeq(a: argparse.Namespace) -> dict[str, Any]:
     import torch
     import torchdiffeq
 
+    from probpath.metrics import bits_per_dim
     from probpath.train import load_run
     from probpath.train.evaluate import count_nfe
 
@@ -147,8 +147,8 @@ def nfe_vs_torchdiffeq(a: argparse.Namespace) -> dict[str, Any]:
     lp_tdq = model.prior_log_prob(zs[-1]) - neg_div[-1]
 
     def bpd(log_p: torch.Tensor) -> float:
-        """The dequantized bound in bits/dim (:func:`probpath.dequantization.discrete_nll`)."""
-        return float(-(log_p + log_det).mean() / (d * math.log(2)))
+        """The dequantized bound (:func:`probpath.dequantization.discrete_nll`) in bits/dim."""
+        return float(bits_per_dim(-(log_p + log_det).mean(), d))
 
     return {
         "run": a.nfe_vs,

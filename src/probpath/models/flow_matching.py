@@ -34,11 +34,11 @@ from torch import Tensor
 
 from probpath.coupling import ot_coupling
 from probpath.losses import conditional_flow_matching
+from probpath.models._path_samplers import pf_ode_entry
 from probpath.models._shape import NetSpec, check_batch
 from probpath.models.base import LossOutput
 from probpath.models.diffusion import DiffusionModel, PathSampling, SamplerEntry
 from probpath.samplers._common import Callback
-from probpath.samplers.ode import probability_flow
 from probpath.solvers import FIXED_STEP_NFE
 
 __all__ = ["FlowMatching"]
@@ -59,9 +59,8 @@ def _fixed_step_ode(method: str) -> SamplerEntry[PathSampling]:
         generator: torch.Generator | None = None,
         callback: Callback | None = None,
     ) -> tuple[Tensor, int]:
-        ts = m.time_grid(steps, x)
-        return probability_flow(
-            m.velocity, x, ts, method=method, generator=generator, callback=callback
+        return pf_ode_entry(
+            m, x, steps=steps, method=method, generator=generator, callback=callback
         )
 
     nfe = FIXED_STEP_NFE[method]
@@ -81,9 +80,9 @@ def _dopri5(
 ) -> tuple[Tensor, int]:
     """The learned ODE with adaptive dopri5 at ``rtol``/``atol``; ``steps``: the intervals of
     the output grid (the solver picks its own steps)."""
-    return probability_flow(
-        m.velocity, x, m.time_grid(steps, x), method="dopri5", rtol=rtol, atol=atol,
-        options=options, generator=generator, callback=callback,
+    return pf_ode_entry(
+        m, x, steps=steps, method="dopri5", rtol=rtol, atol=atol, options=options,
+        generator=generator, callback=callback,
     )  # fmt: skip
 
 

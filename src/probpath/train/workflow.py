@@ -222,8 +222,8 @@ def fit(
         raise ValueError(f"image_space={config.image_space!r} applies to images; "
                          f"{config.data} holds {rows.kind} rows")  # fmt: skip
     if not resume:
-        config = replace(config, n_train=len(rows.train), n_eval=len(rows.eval))
-        config = replace(config, levels=rows.levels)
+        n_train, n_eval = len(rows.train), len(rows.eval)
+        config = replace(config, n_train=n_train, n_eval=n_eval, levels=rows.levels)
     saved = load_checkpoint(run_dir / "checkpoints") if resume else None
     std = _standardizer(config, rows, saved, like_run)
     if saved is not None:
